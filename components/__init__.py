@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources, one per concern; composed by components.site.MailmanSite."""
