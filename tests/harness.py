@@ -93,6 +93,7 @@ class RegisteredResource:
     type: str
     name: str
     urn: str
+    id: str  # the provider id the mocks assigned
     custom: bool
     parent: str
     raw_inputs: Mapping[str, Any]  # secret values wrapped in `Secret`
@@ -306,6 +307,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 type=request.type,
                 name=request.name,
                 urn=urn,
+                id=id_ or "",
                 custom=bool(request.custom),
                 parent=request.parent,
                 raw_inputs=_mark_secrets(inputs),
