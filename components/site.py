@@ -80,7 +80,7 @@ class MailmanSite(pulumi.ComponentResource):
         # components/mailman.py (reconcile) are added here, after `self.host.nixos_ready`,
         # using `self.host.connection` and the attributes above.
 
-        self.register_outputs(self.outputs())
+        self.register_outputs({**self.outputs(), "deploymentDocument": self.deployment_document})
 
     def outputs(self) -> dict[str, pulumi.Input[object]]:
         """The stack outputs of the DESIGN contract (plus `hostname`, `mailDomains`, host key)."""
