@@ -94,22 +94,32 @@ def install_script(nixos_release: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class HostKeys:
+    """The SSH host key pairs cloud-init installs, in OpenSSH format."""
+
+    ed25519_private: str
+    ed25519_public: str
+    rsa_private: str
+    rsa_public: str
+
+
 def install_user_data(
-    host_private_key_openssh: str,
-    host_public_key_openssh: str,
-    nixos_release: str,
-    operator_keys: tuple[str, ...],
+    host_keys: HostKeys, nixos_release: str, operator_keys: tuple[str, ...]
 ) -> str:
-    """The cloud-config that turns the stock Debian image into NixOS with our SSH host key."""
+    """The cloud-config that turns the stock Debian image into NixOS with our SSH host keys."""
     config = {
-        # cloud-init writes these before sshd first starts; nixos-infect lists
-        # /etc/ssh/ssh_host_*_key* in NIXOS_LUSTRATE, so NixOS boots with the same key.
+        # cloud-init writes these before sshd first starts (replacing the image's keys and
+        # generating none); nixos-infect lists /etc/ssh/ssh_host_*_key* in NIXOS_LUSTRATE, so
+        # NixOS boots with the same keys.
         "ssh_deletekeys": True,
         "ssh_keys": {
-            "ed25519_private": host_private_key_openssh,
-            "ed25519_public": host_public_key_openssh.strip(),
+            "ed25519_private": host_keys.ed25519_private,
+            "ed25519_public": host_keys.ed25519_public.strip(),
+            "rsa_private": host_keys.rsa_private,
+            "rsa_public": host_keys.rsa_public.strip(),
         },
-        "ssh_genkeytypes": ["rsa"],
+        "ssh_genkeytypes": [],
         # Operator keys go to root here, not as Hetzner SSH keys: Hetzner refuses a public key
         # that already exists in the project, which breaks a second stack for the same person.
         # nixos-infect copies root's authorized_keys into the NixOS configuration.
@@ -147,7 +157,7 @@ def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
             f"if {is_nixos}; then",
             '  echo "NixOS $(cat /run/current-system/nixos-version) is up"',
             "else",
-            "  echo \"This host answers SSH with the stack's host key but is not NixOS.\" >&2",
+            '  echo "This host answers SSH with the stack\'s host key but is not NixOS." >&2',
             f'  echo "Installer log: {INSTALL_LOG}; cloud-init: /var/log/cloud-init-output.log;"'
             " >&2",
             f'  echo "Console: Hetzner Cloud Console, the server with IPv4 {ipv4}." >&2',
@@ -182,6 +192,10 @@ class Host(pulumi.ComponentResource):
         # Keys live in the stack (encrypted state), never on disk.
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=child)
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=persistent)
+        # Served by Debian during the install (see INSTALL_PHASE_SSHD_CONFIG), kept by NixOS.
+        rsa_host_key = tls.PrivateKey(
+            f"{name}-ssh-host-rsa-key", algorithm="RSA", rsa_bits=4096, opts=persistent
+        )
         self.deploy_public_key = deploy_key.public_key_openssh.apply(str.strip)
         self.ssh_host_public_key = host_key.public_key_openssh.apply(str.strip)
         hetzner_deploy_key = hcloud.SshKey(
@@ -220,13 +234,16 @@ class Host(pulumi.ComponentResource):
         )
 
         user_data: pulumi.Output[str] = pulumi.Output.all(
-            host_key.private_key_openssh, host_key.public_key_openssh
+            host_key.private_key_openssh,
+            host_key.public_key_openssh,
+            rsa_host_key.private_key_openssh,
+            rsa_host_key.public_key_openssh,
         ).apply(
             lambda keys: install_user_data(
-                str(keys[0]), str(keys[1]), settings.nixos_release, settings.ssh_public_keys
+                HostKeys(*(str(k) for k in keys)), settings.nixos_release, settings.ssh_public_keys
             )
         )
-        # Holds the SSH host private key.
+        # Holds the SSH host private keys.
         secret_user_data: pulumi.Output[str] = pulumi.Output.secret(user_data)
         self.server = hcloud.Server(
             f"{name}-server",

@@ -175,17 +175,23 @@ def _cloud_config(run):
 def test_cloud_init_installs_the_stack_host_key_before_first_boot(base_run):
     config = _cloud_config(base_run)
     host_key = base_run.one("tls:index/privateKey:PrivateKey", "mailman-host-ssh-host-key")
+    rsa_key = base_run.one("tls:index/privateKey:PrivateKey", "mailman-host-ssh-host-rsa-key")
+    assert host_key.inputs == {"algorithm": "ED25519"}
+    assert rsa_key.inputs == {"algorithm": "RSA", "rsaBits": 4096}
     assert config["ssh_keys"] == {
         "ed25519_private": host_key.outputs["privateKeyOpenssh"],
         "ed25519_public": MOCK_ED25519_PUBLIC,
+        "rsa_private": rsa_key.outputs["privateKeyOpenssh"],
+        "rsa_public": rsa_key.outputs["publicKeyOpenssh"].strip(),
     }
+    # The image's own keys are removed and none are generated: only the stack's keys exist.
     assert config["ssh_deletekeys"] is True
+    assert config["ssh_genkeytypes"] == []
 
 
 def test_installer_debian_does_not_serve_the_pinned_key(base_run):
     files = {f["path"]: f["content"] for f in _cloud_config(base_run)["write_files"]}
     assert files[INSTALL_PHASE_SSHD_CONFIG] == "HostKey /etc/ssh/ssh_host_rsa_key\n"
-    assert _cloud_config(base_run)["ssh_genkeytypes"] == ["rsa"]
 
 
 def test_installer_log_survives_the_switch_to_nixos(base_run):

@@ -135,3 +135,15 @@ def test_children_are_named_after_their_component(base_run):
     for resource in base_run.resources:
         if resource.parent in components:
             assert resource.name.startswith(components[resource.parent] + "-")
+
+
+def test_preview_evaluates_the_same_resources(base_run):
+    preview = run_program(BASE, preview=True)
+    assert sorted(r.urn for r in preview.resources) == sorted(r.urn for r in base_run.resources)
+
+
+def test_review_stack_names_are_safe_hetzner_labels_and_names():
+    run = run_program(BASE, stack="pr-123/Feature_X")
+    server = run.one("hcloud:index/server:Server")
+    assert server.inputs["labels"] == {"project": "mailman", "stack": "pr-123-Feature_X"}
+    assert run.one("hcloud:index/volume:Volume").inputs["name"] == "mailman-pr-123-Feature_X-data"
