@@ -124,6 +124,9 @@ def install_user_data(
         # that already exists in the project, which breaks a second stack for the same person.
         # nixos-infect copies root's authorized_keys into the NixOS configuration.
         "ssh_authorized_keys": list(operator_keys),
+        # Root logs in with these keys (cloud-init's default would make root print "log in as
+        # another user" and disconnect); nixos-infect carries root's keys over into NixOS.
+        "disable_root": False,
         "write_files": [
             {
                 # While Debian runs the installer, sshd offers only its RSA key. Our connections

@@ -200,6 +200,7 @@ def test_installer_log_survives_the_switch_to_nixos(base_run):
 
 
 def test_operator_keys_reach_root_through_cloud_init(zoned_run):
+    assert _cloud_config(zoned_run)["disable_root"] is False
     assert _cloud_config(zoned_run)["ssh_authorized_keys"] == [
         OPERATOR_ED25519_PUBLIC + " alice@laptop"
     ]
