@@ -15,6 +15,10 @@ Usage (the API other test areas build on; keep it stable):
     str(failed.error)                    # the one line the Pulumi CLI would print
     failed.resources                     # what was registered before it failed
 
+    site = run.namespace["site"]         # the program's globals, e.g. the MailmanSite object
+    value, is_secret = run.resolve(site.host.connection.private_key)
+    run.component_outputs[urn]           # what a component passed to register_outputs
+
 `config` keys without a namespace get `mailman:`; values that are not strings are JSON-encoded the
 way `pulumi config set --path`/structured config stores them (`true`, `["a"]`, `{...}`).
 `secrets` names the config keys stored as secrets (same spelling as in `config`).
@@ -133,6 +137,18 @@ class ProgramRun:
     # What each component passed to `register_outputs`, by URN (secret values wrapped in `Secret`).
     component_outputs: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
+    # The program's module globals after it ran (e.g. `namespace["site"]`), for tests that need
+    # the Python objects themselves; resolve their outputs with `ProgramRun.resolve`.
+    namespace: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, value: Any) -> tuple[Any, bool]:
+        """The value of an `Output` (or plain input) of this run, and whether it is secret."""
+        output = pulumi.Output.from_input(value)
+
+        async def _get() -> tuple[Any, bool]:
+            return await output.future(with_unknowns=False), await output.is_secret()
+
+        return _sync_await(_get())
 
     def of_type(self, type_: str) -> list[RegisteredResource]:
         return [r for r in self.resources if r.type == type_]
@@ -370,7 +386,7 @@ def _evaluate(
     SETTINGS.outputs.clear()
 
     def program_body() -> None:
-        runpy.run_path(str(program), run_name="__main__")
+        run.namespace = runpy.run_path(str(program), run_name="__main__")
 
     try:
         _sync_await(run_pulumi_func(program_body))

@@ -147,3 +147,36 @@ def test_review_stack_names_are_safe_hetzner_labels_and_names():
     server = run.one("hcloud:index/server:Server")
     assert server.inputs["labels"] == {"project": "mailman", "stack": "pr-123-Feature_X"}
     assert run.one("hcloud:index/volume:Volume").inputs["name"] == "mailman-pr-123-Feature_X-data"
+
+
+def test_site_hands_the_deploy_chain_its_secrets_as_secret_outputs(zoned_run):
+    site = zoned_run.namespace["site"]
+    for output in (site.dkim_private_key_pem, site.admin_password, site.rest_api_password):
+        value, secret = zoned_run.resolve(output)
+        assert secret
+        assert value
+    assert zoned_run.resolve(site.admin_password)[0] == "correct horse battery staple"
+    rest = zoned_run.one("random:index/randomPassword:RandomPassword", "mailman-rest-api-password")
+    assert zoned_run.resolve(site.rest_api_password)[0] == rest.outputs["result"]
+
+
+def test_site_exposes_settings_lists_and_the_plain_deployment_document(zoned_run):
+    site = zoned_run.namespace["site"]
+    assert site.settings.hostname == "lists.example.org"
+    assert [entry["address"] for entry in site.lists] == [
+        "announce@lists.example.org",
+        "discuss@lists.example.org",
+    ]
+    text, secret = zoned_run.resolve(site.deployment_document)
+    assert not secret
+    assert '"hostname": "lists.example.org"' in text
+
+
+def test_host_connection_and_readiness_for_the_deploy_chain(zoned_run):
+    host = zoned_run.namespace["site"].host
+    assert zoned_run.resolve(host.connection.host)[0] == MOCK_IPV4
+    key, secret = zoned_run.resolve(host.connection.private_key)
+    assert secret
+    assert "OPENSSH PRIVATE KEY" in key
+    ready = zoned_run.one("command:remote:Command", "mailman-host-nixos-ready")
+    assert zoned_run.resolve(host.nixos_ready.urn)[0] == ready.urn
