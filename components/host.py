@@ -276,6 +276,9 @@ class Host(pulumi.ComponentResource):
                 protect=settings.protect,
                 # Install-time inputs: editing them later must never replace a live server.
                 ignore_changes=["user_data", "ssh_keys"],
+                # A replacement needs the old server gone first: it holds the primary IPs, the
+                # volume and the name (Hetzner allows each on one server only).
+                delete_before_replace=True,
             ),
         )
 
@@ -284,7 +287,8 @@ class Host(pulumi.ComponentResource):
             server_id=self.server.id.apply(int),
             volume_id=self.volume.id.apply(int),
             automount=False,
-            opts=child,
+            # The volume can be attached to one server at a time.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
 
         rdns = [

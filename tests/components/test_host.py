@@ -140,6 +140,11 @@ def test_backups_follow_the_setting(base_run, unprotected_run):
     assert unprotected_run.one(SERVER).inputs["backups"] is False
 
 
+def test_a_replacement_server_is_created_after_the_old_one_released_ips_volume_and_name(base_run):
+    assert base_run.one(SERVER).delete_before_replace
+    assert base_run.one("hcloud:index/volumeAttachment:VolumeAttachment").delete_before_replace
+
+
 def test_install_inputs_never_replace_a_live_server(base_run):
     assert set(base_run.one(SERVER).ignore_changes) == {"userData", "sshKeys"}
 
