@@ -4,6 +4,9 @@ import os
 import shutil
 import subprocess
 
+import pulumi
+import pulumi_command as command
+import pulumi_hcloud as hcloud
 import pytest
 import yaml
 
@@ -273,3 +276,16 @@ def _shellcheck(script: str):
 def test_host_scripts_pass_shellcheck(script):
     result = _shellcheck(script)
     assert result.returncode == 0, result.stdout
+
+
+def test_host_interface_of_the_contract(zoned_run):
+    """docs/contracts.md section 3: what the deploy chain may rely on."""
+    host = zoned_run.namespace["site"].host
+    assert isinstance(host.server, hcloud.Server)
+    assert isinstance(host.volume, hcloud.Volume)
+    assert isinstance(host.connection, command.remote.ConnectionArgs)
+    assert isinstance(host.nixos_ready, pulumi.Resource)
+    assert zoned_run.resolve(host.ipv4_address) == (MOCK_IPV4, False)
+    assert zoned_run.resolve(host.ipv6_address) == ("2001:db8:1:2::1", False)
+    assert zoned_run.resolve(host.ssh_host_public_key) == (MOCK_ED25519_PUBLIC, False)
+    assert zoned_run.resolve(host.deploy_public_key) == (MOCK_ED25519_PUBLIC, False)
