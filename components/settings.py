@@ -13,7 +13,6 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -493,9 +492,9 @@ def load_settings() -> Settings:
     )
 
 
-def config_table(keys: Mapping[str, ConfigKey] | None = None) -> str:
+def config_table() -> str:
     """The README's configuration table (Markdown), generated from `CONFIG_KEYS`."""
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for key in (keys or {k.name: k for k in CONFIG_KEYS}).values():
+    for key in CONFIG_KEYS:
         rows.append(f"| `{key.name}` | {key.type} | {key.default} | {key.description} |")
     return "\n".join(rows) + "\n"
