@@ -132,13 +132,11 @@ restore_generation() {
 }
 
 apply() {
-  local release=$1 workdir prev_link prev_gen new channel_changed log
+  local release=$1 prev_link prev_gen new channel_changed log
   shift
   mkdir -p "$STATE_DIR"
   chmod 0700 "$STATE_DIR"
-  workdir=$(mktemp -d)
-  trap 'rm -rf "$workdir"' EXIT
-  log=$workdir/output.log
+  log=$WORKDIR/output.log
 
   prune_files "$@"
   channel_changed=$(ensure_channel "$release")
@@ -146,13 +144,13 @@ apply() {
   prev_link=$(generation_link)
   prev_gen=$(generation_number "$prev_link")
   say "building $ETC_NIXOS/configuration.nix ($release); running generation $prev_gen"
-  if ! (cd "$workdir" && nixos-rebuild build) >"$log" 2>&1; then
+  if ! (cd "$WORKDIR" && nixos-rebuild build) >"$log" 2>&1; then
     fail "nixos-rebuild build failed; nothing was activated, generation $prev_gen keeps running"
     [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
     show_logs "$log" "nixos-rebuild build"
     exit 1
   fi
-  new=$(readlink -f "$workdir/result")
+  new=$(readlink -f "$WORKDIR/result")
   printf '%s\n' "$new" >"$WANTED"
   rm -f "$FAILURE" "$PENDING"
 
@@ -236,8 +234,7 @@ verify() {
   read -r prev_gen channel_changed <"$PENDING"
   [ "$channel_changed" != unchanged ] || channel_changed=""
   rm -f "$PENDING"
-  log=$(mktemp)
-  trap 'rm -f "$log"' EXIT
+  log=$WORKDIR/health.log
   if [ "$(readlink -f "$BOOTED_SYSTEM")" != "$wanted" ]; then
     fail "the host booted $(readlink -f "$BOOTED_SYSTEM"), not the new generation $wanted;" \
       "check the boot log in the Hetzner console"
@@ -256,6 +253,9 @@ verify() {
   fi
   say "rebooted into $wanted; healthy"
 }
+
+WORKDIR=$(mktemp -d)
+trap 'rm -rf "$WORKDIR"' EXIT
 
 case "${1:-}" in
   apply)

@@ -32,7 +32,8 @@ ln -s "$FAKE_ROOT/store/$(cat "$FAKE_ROOT/next-build")" result
     + """profile=$2
 case "$3" in
   --set)
-    n=$(ls -d "$profile"-*-link 2>/dev/null | sed 's/.*-\\([0-9]*\\)-link$/\\1/' | sort -n | tail -1)
+    n=$(ls -d "$profile"-*-link 2>/dev/null | sed 's/.*-\\([0-9]*\\)-link$/\\1/' \\
+      | sort -n | tail -1)
     n=$(( ${n:-0} + 1 ))
     ln -s "$4" "$profile-$n-link"
     ln -sfn "$(basename "$profile")-$n-link" "$profile" ;;
@@ -52,7 +53,8 @@ esac
 """,
     "systemctl": _LOG
     + """if [ "$1" = list-units ]; then
-  [ -f "$FAKE_ROOT/failed-units" ] && sed 's/$/ loaded failed failed Some service/' "$FAKE_ROOT/failed-units"
+  [ -f "$FAKE_ROOT/failed-units" ] \\
+    && sed 's/$/ loaded failed failed Some service/' "$FAKE_ROOT/failed-units"
 fi
 exit 0
 """,
