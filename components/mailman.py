@@ -37,8 +37,11 @@ class SocialApp:
 
 
 def readable_yaml(value: object) -> str:
-    """Block-style YAML with sorted keys: stable text whose diff reads line by line."""
-    return yaml.safe_dump(value, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    """Block-style YAML whose diff reads line by line.
+
+    Key order is kept: the normalized lists put `address` first, which makes a diff name its list.
+    """
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
 def public_state(
