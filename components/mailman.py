@@ -36,6 +36,22 @@ class SocialApp:
     """The client secret; only ever inside the secret desired-state document."""
 
 
+# Display names of common django-allauth providers; others get their id capitalized.
+_PROVIDER_NAMES = {
+    "github": "GitHub",
+    "gitlab": "GitLab",
+    "google": "Google",
+    "openid_connect": "OpenID Connect",
+    "microsoft": "Microsoft",
+    "keycloak": "Keycloak",
+}
+
+
+def provider_display_name(provider: str) -> str:
+    """What the login page calls the provider, e.g. "GitHub" for "github"."""
+    return _PROVIDER_NAMES.get(provider, provider.replace("_", " ").title())
+
+
 def readable_yaml(value: object) -> str:
     """Block-style YAML whose diff reads line by line.
 

@@ -166,6 +166,25 @@ class HostSecret:
     """Units that read the file and must restart when it changes."""
 
 
+def host_secrets(
+    *, rest_api_password: pulumi.Input[str], dkim_private_key_pem: pulumi.Input[str]
+) -> list[HostSecret]:
+    """The secret files of contracts section 4, with the units that must see a new value.
+
+    The REST password is substituted into /etc/mailman.cfg by mailman-settings and read by core
+    and the web app; the DKIM key needs nothing here, a path unit in nixos/dkim.nix restarts
+    OpenDKIM when the file changes.
+    """
+    return [
+        HostSecret(
+            "rest-api-password",
+            rest_api_password,
+            ("mailman-settings.service", "mailman.service", "mailman-uwsgi.service"),
+        ),
+        HostSecret("dkim-private-key.pem", dkim_private_key_pem),
+    ]
+
+
 class NixosDeployment(pulumi.ComponentResource):
     """Push nixos/, the deployment document and host secrets, then switch with rollback.
 

@@ -135,17 +135,17 @@ def test_file_names_with_shell_syntax_are_quoted(tmp_path):
     assert not (Path.cwd() / "pwned.nix").exists()
 
 
-def test_outbound_warnings_picks_warning_lines():
-    output = (
-        "ok   smtp: 220 lists.example.org ESMTP Postfix\n"
-        "WARNING: outbound port 25 is blocked; ask Hetzner to unblock it: "
-        "https://docs.hetzner.com/cloud/servers/faq#why-can-i-not-send-any-mails-from-my-server\n"
-        "ok   rest: 200\n"
+def test_outbound_warnings_picks_the_health_checks_warn_lines():
+    output = (  # the format of nixos/scripts/mailman-site-health.sh
+        "ok    smtp        220 lists.example.org ESMTP Postfix\n"
+        "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked.\n"
+        "WARN  outbound    Hetzner Cloud blocks ports 25 and 465 on new projects; once the first\n"
+        "ok    rest        200\n"
     )
 
     assert outbound_warnings(output) == [
-        "WARNING: outbound port 25 is blocked; ask Hetzner to unblock it: "
-        "https://docs.hetzner.com/cloud/servers/faq#why-can-i-not-send-any-mails-from-my-server"
+        "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked.",
+        "WARN  outbound    Hetzner Cloud blocks ports 25 and 465 on new projects; once the first",
     ]
 
 
