@@ -137,7 +137,7 @@ class MailmanSite(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.register_outputs(self.outputs())
+        self.register_outputs({**self.outputs(), "deploymentDocument": self.deployment_document})
 
     def outputs(self) -> dict[str, pulumi.Input[object]]:
         """The stack outputs of the DESIGN contract (plus `hostname`, `mailDomains`, host key)."""
