@@ -45,12 +45,6 @@ def test_read_nixos_tree_skips_the_vm_tests_and_build_leftovers(tmp_path):
     }
 
 
-def test_the_repository_nixos_dir_is_readable():
-    files = read_nixos_tree(Path(__file__).resolve().parents[2] / "nixos")
-
-    assert not any(path.startswith("tests/") for path in files)
-
-
 def test_digest_changes_with_content_and_with_file_names():
     base = configuration_digest({"a.nix": "{ }"}, "{}")
 

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "components" / "scripts" / "switch-with-rollback.sh"
+SCRIPT = Path(__file__).resolve().parents[3] / "components" / "scripts" / "switch-with-rollback.sh"
 
 _LOG = 'printf "%s\\n" "$(basename "$0") $*" >> "$FAKE_ROOT/calls.log"\n'
 

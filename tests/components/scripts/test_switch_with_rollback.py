@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.fake_nixos import FakeHost
+from tests.components.scripts.fake_nixos import FakeHost
 
 FILES = ("configuration.nix", "mailman.nix")
 

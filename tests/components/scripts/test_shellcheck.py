@@ -9,7 +9,7 @@ import pytest
 
 from components.nixos import write_file_command
 
-SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "components" / "scripts").glob("*.sh"))
+SCRIPTS = sorted((Path(__file__).resolve().parents[3] / "components" / "scripts").glob("*.sh"))
 
 
 @pytest.fixture(scope="module")
