@@ -128,12 +128,23 @@ needs_reboot() {
   return 1
 }
 
+# Run SYSTEM's switch-to-configuration ACTION (switch|boot) the way nixos-rebuild does: as a
+# transient unit, so that a dropped SSH session (sshd or the network restarting during the switch)
+# cannot kill the activation halfway; same unit name, so it never interleaves with a manual
+# nixos-rebuild. Output and exit status come back through --pipe.
+activate() {
+  local system=$1 action=$2
+  systemd-run -E LOCALE_ARCHIVE -E NIXOS_INSTALL_BOOTLOADER --collect --no-ask-password --pipe \
+    --quiet --service-type=exec --unit=nixos-rebuild-switch-to-configuration \
+    "$system/bin/switch-to-configuration" "$action"
+}
+
 # Make generation GEN the profile's current one again and activate it with ACTION (switch|boot).
 restore_generation() {
   local gen=$1 action=$2
   say "rolling back to generation $gen ($action)"
   nix-env --profile "$PROFILE" --switch-generation "$gen"
-  "$PROFILE/bin/switch-to-configuration" "$action"
+  activate "$(readlink -f "$PROFILE")" "$action"
 }
 
 apply() {
@@ -163,7 +174,7 @@ apply() {
     say "the build is the running system ($new); nothing to activate"
   elif needs_reboot "$new"; then
     nix-env --profile "$PROFILE" --set "$new"
-    if ! "$new/bin/switch-to-configuration" boot >"$log" 2>&1; then
+    if ! activate "$new" boot >"$log" 2>&1; then
       fail "switch-to-configuration boot failed; restoring generation $prev_gen as boot default"
       restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
       [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
@@ -187,7 +198,7 @@ apply() {
     return 0
   else
     nix-env --profile "$PROFILE" --set "$new"
-    if ! "$new/bin/switch-to-configuration" switch >"$log" 2>&1; then
+    if ! activate "$new" switch >"$log" 2>&1; then
       fail "switch-to-configuration switch failed"
       show_logs "$log" "switch-to-configuration switch"
       rollback_live "$prev_gen" "$channel_changed" "the switch failed"

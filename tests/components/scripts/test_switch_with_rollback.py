@@ -25,7 +25,19 @@ def test_healthy_switch_activates_the_new_generation(host):
     assert host.boot_default == "gen2"
     assert "switch-to-configuration switch" in host.calls
     assert "ok   smtp" in result.stdout
-    assert not any(call.startswith("systemd-run") for call in host.calls)
+    assert not any("reboot" in call for call in host.calls)
+
+
+def test_activation_runs_as_a_transient_unit_that_outlives_the_ssh_session(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.build_next("gen2")
+
+    host.run("apply", "nixos-26.05", *FILES)
+
+    activation = next(call for call in host.calls if call.startswith("systemd-run"))
+    assert "--unit=nixos-rebuild-switch-to-configuration" in activation
+    assert "--pipe" in activation
+    assert activation.endswith("/store/gen2/bin/switch-to-configuration switch")
 
 
 def test_then_verify_confirms_the_running_system(host):
