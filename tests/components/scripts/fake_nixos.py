@@ -13,6 +13,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SCRIPT = Path(__file__).resolve().parents[3] / "components" / "scripts" / "switch-with-rollback.sh"
 
@@ -146,7 +147,10 @@ class FakeHost:
         if activation_fails:
             (system / "activation-fails").touch()
 
-    def build_next(self, name: str) -> None:
+    def build_next(self, name: str, **system: Any) -> None:
+        """Make `nixos-rebuild build` produce `name`; with `system` arguments, add it first."""
+        if system:
+            self.add_system(name, **system)
         (self.root / "next-build").write_text(name)
 
     def reboot(self) -> None:

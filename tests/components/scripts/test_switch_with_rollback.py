@@ -15,8 +15,7 @@ def host(tmp_path: Path) -> FakeHost:
 
 
 def test_healthy_switch_activates_the_new_generation(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
 
     result = host.run("apply", "nixos-26.05", *FILES)
 
@@ -29,8 +28,7 @@ def test_healthy_switch_activates_the_new_generation(host):
 
 
 def test_activation_runs_as_a_transient_unit_that_outlives_the_ssh_session(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
 
     host.run("apply", "nixos-26.05", *FILES)
 
@@ -41,8 +39,7 @@ def test_activation_runs_as_a_transient_unit_that_outlives_the_ssh_session(host)
 
 
 def test_then_verify_confirms_the_running_system(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
     host.run("apply", "nixos-26.05", *FILES)
 
     result = host.run("verify")
@@ -64,8 +61,7 @@ def test_failed_build_activates_nothing_and_shows_the_error(host):
 
 
 def test_failed_switch_rolls_back_and_prints_the_failed_units_journal(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=False, activation_fails=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=False, activation_fails=True)
     (host.root / "failed-units").write_text("mailman.service\n")
 
     result = host.run("apply", "nixos-26.05", *FILES)
@@ -82,8 +78,7 @@ def test_failed_switch_rolls_back_and_prints_the_failed_units_journal(host):
 
 
 def test_failed_health_check_rolls_back_to_the_previous_generation(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=False)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=False)
 
     result = host.run("apply", "nixos-26.05", *FILES)
 
@@ -97,8 +92,7 @@ def test_failed_health_check_rolls_back_to_the_previous_generation(host):
 
 def test_verify_keeps_failing_after_a_rollback(host):
     """A retried `pulumi up` must not report success while the old generation runs."""
-    host.add_system("gen2", kernel="6.12.1", healthy=False)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=False)
     host.run("apply", "nixos-26.05", *FILES)
 
     result = host.run("verify")
@@ -125,8 +119,7 @@ def test_rollback_returns_to_the_exact_previous_generation_not_just_one_back(hos
 
 
 def test_kernel_change_sets_boot_default_and_schedules_a_reboot(host):
-    host.add_system("gen2", kernel="6.18.0", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.18.0", healthy=True)
 
     result = host.run("apply", "nixos-26.05", *FILES)
 
@@ -142,8 +135,7 @@ def test_kernel_change_sets_boot_default_and_schedules_a_reboot(host):
 
 
 def test_kernel_parameter_change_also_needs_a_reboot(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True, params="console=ttyS0 quiet")
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True, params="console=ttyS0 quiet")
 
     result = host.run("apply", "nixos-26.05", *FILES)
 
@@ -153,8 +145,7 @@ def test_kernel_parameter_change_also_needs_a_reboot(host):
 
 
 def test_verify_after_reboot_checks_health(host):
-    host.add_system("gen2", kernel="6.18.0", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.18.0", healthy=True)
     host.run("apply", "nixos-26.05", *FILES)
     host.reboot()
 
@@ -166,8 +157,7 @@ def test_verify_after_reboot_checks_health(host):
 
 
 def test_unhealthy_after_reboot_rolls_back_live_and_as_boot_default(host):
-    host.add_system("gen2", kernel="6.18.0", healthy=False)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.18.0", healthy=False)
     host.run("apply", "nixos-26.05", *FILES)
     host.reboot()
 
@@ -182,8 +172,7 @@ def test_unhealthy_after_reboot_rolls_back_live_and_as_boot_default(host):
 
 
 def test_booting_the_old_generation_is_a_failure_that_restores_the_boot_default(host):
-    host.add_system("gen2", kernel="6.18.0", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.18.0", healthy=True)
     host.run("apply", "nixos-26.05", *FILES)
     # The new generation hung at boot; the operator picked generation 1 in the console.
     for link in ("current-system", "booted-system"):
@@ -198,8 +187,7 @@ def test_booting_the_old_generation_is_a_failure_that_restores_the_boot_default(
 
 
 def test_release_change_switches_the_channel(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
 
     result = host.run("apply", "nixos-26.11", *FILES)
 
@@ -209,8 +197,7 @@ def test_release_change_switches_the_channel(host):
 
 
 def test_same_release_leaves_the_channel_alone(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
 
     host.run("apply", "nixos-26.05", *FILES)
 
@@ -218,8 +205,7 @@ def test_same_release_leaves_the_channel_alone(host):
 
 
 def test_failed_release_upgrade_rolls_the_channel_back(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=False)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=False)
 
     result = host.run("apply", "nixos-26.11", *FILES)
 
@@ -239,8 +225,7 @@ def test_unreachable_release_keeps_the_old_channel_and_activates_nothing(host):
 
 
 def test_files_dropped_from_nixos_dir_are_removed_from_etc_nixos(host):
-    host.add_system("gen2", kernel="6.12.1", healthy=True)
-    host.build_next("gen2")
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
     etc = host.root / "etc-nixos"
     for name in (*FILES, "backup.nix", "hardware-configuration.nix"):
         (etc / name).write_text("{ }\n")
