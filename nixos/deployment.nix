@@ -7,7 +7,7 @@
 # contract test (tests/nixos/test_contract.py). A document that does not fit stops the build
 # with one line naming the key and the expected form, before anything is activated.
 {
-  documentPath ? /etc/nixos/deployment.json,
+  documentPath ? /etc/nixos/deployment.json
 }:
 let
   doc = builtins.fromJSON (builtins.readFile documentPath);
