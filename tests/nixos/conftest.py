@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nixos_support import DOCUMENTS, NIXOS, SCHEMA, EvalError, nix_env, require_tool  # noqa: E402
+from nixos_support import DOCUMENTS, NIXOS, SCHEMA, EvalError, nix_env, require_tool
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,9 @@ def shellcheck() -> str:
 
 
 @pytest.fixture(scope="session")
-def evaluate(nix_instantiate: str, tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any], Any]:
+def evaluate(
+    nix_instantiate: str, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[Any], Any]:
     """Evaluates nixos/deployment.nix for real on a document (a dict or a path)."""
     directory = tmp_path_factory.mktemp("documents")
     counter = iter(range(1_000_000))

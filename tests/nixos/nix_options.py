@@ -64,7 +64,7 @@ def _text(node: Node) -> str:
 
 @dataclass(frozen=True)
 class OptionList:
-    """Option paths, one per line: `<name>` matches any one segment, a trailing `.*` anything below."""
+    """Option paths, one a line: `<name>` is any one segment, a trailing `.*` anything below."""
 
     exact: tuple[tuple[str, ...], ...]
     free: tuple[tuple[str, ...], ...]
@@ -108,7 +108,9 @@ class OptionList:
 def _matches(pattern: tuple[str, ...], path: tuple[str, ...]) -> bool:
     if len(pattern) != len(path):
         return False
-    return all(p == "<name>" or (p == s and s != DYNAMIC) for p, s in zip(pattern, path, strict=True))
+    return all(
+        p == "<name>" or (p == s and s != DYNAMIC) for p, s in zip(pattern, path, strict=True)
+    )
 
 
 def display(path: tuple[str, ...]) -> str:
@@ -124,44 +126,39 @@ class _Walk:
     def value(self, path: tuple[str, ...], node: Node) -> None:
         node = _unwrap(node)
         is_attrset = node.type in ("attrset_expression", "rec_attrset_expression")
-        if path and self.options.is_option(path):
-            if not (is_attrset and self.options.is_free(path)):
-                self.defined.append(path)
-                return
-        if is_attrset:
-            if path and not (self.options.is_prefix(path) or self.options.is_free(path)):
-                self.errors.append(f"{display(path)}: no such option in NixOS 26.05")
-                return
-            for sub_path, sub_node in _bindings(node):
-                if sub_node is None:  # inherit: a plain value
-                    self.leaf(path + sub_path)
-                else:
-                    self.value(path + sub_path, sub_node)
+        if (
+            path
+            and self.options.is_option(path)
+            and not (is_attrset and self.options.is_free(path))
+        ):
+            self.defined.append(path)
+        elif is_attrset:
+            self.attrset(path, node)
+        elif not self.passed_through(path, node):
+            self.leaf(path, opaque=node.type not in _PLAIN_VALUES)
+
+    def attrset(self, path: tuple[str, ...], node: Node) -> None:
+        if path and not (self.options.is_prefix(path) or self.options.is_free(path)):
+            self.errors.append(f"{display(path)}: no such option in NixOS 26.05")
             return
+        for sub_path, sub_node in _bindings(node):
+            if sub_node is None:  # inherit: a plain value
+                self.leaf(path + sub_path)
+            else:
+                self.value(path + sub_path, sub_node)
+
+    def passed_through(self, path: tuple[str, ...], node: Node) -> bool:
+        """Walks into the values the module system sees through; False if there are none."""
+        parts: list[tuple[tuple[str, ...], Node]] = []
         if node.type == "binary_expression" and _operator(node) == "//":
-            self.value(path, _field(node, "left"))
-            self.value(path, _field(node, "right"))
-            return
-        if node.type == "if_expression":
-            self.value(path, _field(node, "consequence"))
-            self.value(path, _field(node, "alternative"))
-            return
-        if node.type == "apply_expression":
-            head, args = _application(node)
-            name = _function_name(head)
-            if name in _PASS_LAST_ARGUMENT:
-                self.value(path, args[-1])
-                return
-            if name == "mkMerge" and _unwrap(args[-1]).type == "list_expression":
-                for element in _list_elements(_unwrap(args[-1])):
-                    self.value(path, element)
-                return
-            if name in ("genAttrs", "mapAttrs") and len(args) == 2:
-                function = _unwrap(args[0] if name == "mapAttrs" else args[1])
-                if function.type == "function_expression":
-                    self.value((*path, DYNAMIC), _function_body(function))
-                    return
-        self.leaf(path, opaque=node.type not in _PLAIN_VALUES)
+            parts = [(path, _field(node, "left")), (path, _field(node, "right"))]
+        elif node.type == "if_expression":
+            parts = [(path, _field(node, "consequence")), (path, _field(node, "alternative"))]
+        elif node.type == "apply_expression":
+            parts = _applied_values(path, node)
+        for part_path, part in parts:
+            self.value(part_path, part)
+        return bool(parts)
 
     def leaf(self, path: tuple[str, ...], *, opaque: bool = False) -> None:
         if self.options.is_option(path):
@@ -172,6 +169,21 @@ class _Walk:
             )
         else:
             self.errors.append(f"{display(path)}: no such option in NixOS 26.05")
+
+
+def _applied_values(path: tuple[str, ...], node: Node) -> list[tuple[tuple[str, ...], Node]]:
+    head, args = _application(node)
+    name = _function_name(head)
+    last = _unwrap(args[-1])
+    if name in _PASS_LAST_ARGUMENT:
+        return [(path, last)]
+    if name == "mkMerge" and last.type == "list_expression":
+        return [(path, element) for element in _list_elements(last)]
+    if name in ("genAttrs", "mapAttrs") and len(args) == 2:
+        function = _unwrap(args[0] if name == "mapAttrs" else args[1])
+        if function.type == "function_expression":
+            return [((*path, DYNAMIC), _function_body(function))]
+    return []
 
 
 _PLAIN_VALUES = {

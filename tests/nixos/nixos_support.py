@@ -13,6 +13,7 @@ NIXOS = REPO / "nixos"
 DOCUMENTS = Path(__file__).resolve().parent / "documents"
 SCHEMA = NIXOS / "deployment.schema.json"
 
+
 def require_tool(name: str) -> str:
     """The tool's path; a missing tool skips locally and fails under CI=true."""
     path = shutil.which(name)
@@ -24,13 +25,8 @@ def require_tool(name: str) -> str:
     return path
 
 
-
-
 def nix_env() -> dict[str, str]:
-    # Debian's nix-bin wants a writable state/cache directory and no daemon for --parse/--eval.
     env = dict(os.environ)
-    env.setdefault("NIX_STATE_DIR", "/tmp/nix-state")
-    env.setdefault("XDG_CACHE_HOME", "/tmp/nix-cache")
     # No builds happen here, so no build users: keeps nix-bin's warning out of the output.
     env.setdefault("NIX_CONFIG", "build-users-group =")
     return env

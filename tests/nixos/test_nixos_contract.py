@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -56,8 +57,6 @@ def _without(document: dict[str, Any], key: str) -> dict[str, Any]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "schema_key" in metafunc.fixturenames:
-        import json
-
         schema = json.loads((NIXOS / "deployment.schema.json").read_text())
         metafunc.parametrize("schema_key", sorted(schema_keys(schema)))
 

@@ -1,8 +1,9 @@
-"""nixos/deployment.nix evaluated for real (nix-instantiate --eval --strict --json, builtins only)."""
+"""nixos/deployment.nix evaluated for real: nix-instantiate --eval --strict --json, no nixpkgs."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,6 @@ VALID_DOCUMENTS = [
 @pytest.mark.nix
 @pytest.mark.parametrize("path", VALID_DOCUMENTS, ids=lambda p: p.name)
 def test_sample_documents_satisfy_the_schema(path: Path, schema: dict[str, Any]) -> None:
-    import json
-
     validator = jsonschema.Draft202012Validator(
         schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )

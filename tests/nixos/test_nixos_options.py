@@ -91,7 +91,7 @@ def test_removed_option_is_caught_in_nested_sets_and_under_mkif(options: OptionL
 
 
 def test_removed_option_is_caught_in_an_explicit_config_section(options: OptionList) -> None:
-    source = "{ lib, ... }: { options = { }; config.services.postfix.sslCert = \"x\"; }"
+    source = '{ lib, ... }: { options = { }; config.services.postfix.sslCert = "x"; }'
     assert check_module(source, options).errors == (
         "services.postfix.sslCert: no such option in NixOS 26.05",
     )

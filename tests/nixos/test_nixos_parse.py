@@ -1,4 +1,4 @@
-"""Every .nix file of nixos/ is valid Nix for the real parser and for the option checker's parser."""
+"""Every .nix file of nixos/ is valid Nix, for Nix's parser and for the option checker's."""
 
 from __future__ import annotations
 

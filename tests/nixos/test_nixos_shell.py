@@ -69,5 +69,5 @@ def test_health_command_is_checked_as_nix_builds_it() -> None:
 
 
 def test_shellcheck_catches_an_unquoted_variable(shellcheck: str, tmp_path: Path) -> None:
-    result = run_shellcheck(shellcheck, '#!/usr/bin/env bash\nrm -rf $1/data\n', tmp_path)
+    result = run_shellcheck(shellcheck, "#!/usr/bin/env bash\nrm -rf $1/data\n", tmp_path)
     assert "SC2086" in result.stdout
