@@ -20,7 +20,7 @@ let
       pkgs.util-linux
     ];
     text = ''
-      export MAILMAN_RECONCILE_PYTHON=${webEnv}/bin/python
+      export MAILMAN_RECONCILE_PYTHON=${webEnv}/bin/python3
       export MAILMAN_RECONCILE_SCRIPT=${./mailman_reconcile.py}
       export MAILMAN_WEB_USER=${cfg.webUser}
     ''
