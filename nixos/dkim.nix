@@ -32,8 +32,8 @@ in
       Canonicalization = "relaxed/simple";
       # Socket rw for the group (the module's systemd UMask is 0077).
       UMask = "0007";
-      # Mailman sets Sender: <list>-bounces@<list domain>: sign list traffic with the list's
-      # domain even when From: is a subscriber's own address.
+      # The signing domain comes from Sender: when a message has one (a list's own address),
+      # else from From:; only the mail domains (-d) are signed.
       SenderHeaders = "Sender,From";
       OversignHeaders = "From";
     };
