@@ -10,6 +10,7 @@
 let
   volume = "/srv/mailman-site";
   acmeUnits = [
+    "acme-setup"
     "acme-${deployment.hostname}"
     "acme-order-renew-${deployment.hostname}"
   ];

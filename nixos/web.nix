@@ -44,7 +44,7 @@ in
     acceptTerms = true;
     defaults = {
       email = deployment.adminEmail;
-      # null keeps the module's default (Let's Encrypt production).
+      # Unset keeps the module's default, Let's Encrypt production.
       server = lib.mkIf deployment.acmeStaging deployment.acmeServer;
     };
   };
