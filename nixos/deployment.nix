@@ -87,22 +87,25 @@ let
     else
       fail "schemaVersion" "1 (this configuration reads version 1 of the document)";
 
+  # The regular expression's groups, or the one-line error.
+  groups =
+    key: regex: expected: value:
+    let
+      found = builtins.match regex value;
+    in
+    if found == null then fail key expected else found;
+
   hostname = str "hostname" top.hostname;
-  hostnameMatch = builtins.match "([a-z0-9-]+)\\.(.+)" hostname;
   # The FQDN is the PTR name and Postfix's myhostname: NixOS composes it from hostName + domain.
   hostLabels =
-    if hostnameMatch == null then
-      fail "hostname" "a fully qualified domain name such as lists.example.org"
-    else
-      hostnameMatch;
+    groups "hostname" "([a-z0-9-]+)\\.(.+)" "a fully qualified domain name such as lists.example.org"
+      hostname;
 
   nixosRelease = str "nixosRelease" top.nixosRelease;
-  releaseMatch = builtins.match "nixos-([0-9]{2}\\.[0-9]{2})" nixosRelease;
-  nixosVersion =
-    if releaseMatch == null then
-      fail "nixosRelease" "a NixOS branch such as nixos-26.05"
-    else
-      builtins.head releaseMatch;
+  nixosVersion = builtins.head (
+    groups "nixosRelease" "nixos-([0-9]{2}\\.[0-9]{2})" "a NixOS branch such as nixos-26.05"
+      nixosRelease
+  );
 
   acmeStaging = bool "acmeStaging" top.acmeStaging;
   mailDomains = nonEmpty "mailDomains" (strList "mailDomains" top.mailDomains);
