@@ -17,11 +17,19 @@ in
     # reconcile and the health check log in with it, and it survives a rebuilt server.
     restApiPassFile = "/var/lib/mailman-site/secrets/rest-api-password";
 
+    # The REST API on loopback only, spelled out rather than left to "localhost" resolution;
+    # the health check and Postorius use exactly this address.
+    settings.webservice = {
+      hostname = "127.0.0.1";
+      port = "8001";
+    };
+
     # DATABASES lives in database.nix; the module's defaults already send Django's mail through
     # the local Postfix as siteOwner (DEFAULT_FROM_EMAIL/SERVER_EMAIL).
     webSettings = {
       # The site is served only over HTTPS by nginx (uwsgi_params pass HTTPS=on to Django).
       CSRF_TRUSTED_ORIGINS = [ origin ];
+      MAILMAN_REST_API_URL = "http://127.0.0.1:8001";
       SESSION_COOKIE_SECURE = true;
       CSRF_COOKIE_SECURE = true;
       # allauth builds its callback URLs (social logins, e-mail confirmation) with it.
