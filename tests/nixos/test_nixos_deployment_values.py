@@ -117,3 +117,10 @@ def test_bad_value_stops_evaluation_with_one_line_naming_the_key(
 ) -> None:
     with pytest.raises(EvalError, match=message):
         evaluate(_broken(production_document, path, value))
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.1", "any", "192.0.2.0/24; drop", "2001:db8::"])
+def test_schema_rejects_ssh_sources_that_are_not_cidrs(schema, production_document, cidr) -> None:
+    production_document["sshAllowedIps"] = [cidr]
+    validator = jsonschema.Draft202012Validator(schema)
+    assert not validator.is_valid(production_document)
