@@ -8,6 +8,7 @@
 let
   # The module's default web user; database and role carry the same name (ensureDBOwnership).
   webUser = "mailman-web";
+  mailmanUnits = import ./mailman-units.nix;
 in
 {
   config = lib.mkIf deployment.usePostgresql {
@@ -42,18 +43,9 @@ in
       HOST = "/run/postgresql";
     };
 
-    # The module orders mailman, mailman-settings and mailman-uwsgi after postgresql.target
-    # already; the units below also use the database (migrations, the HyperKitty task queue).
-    systemd.services = lib.genAttrs [
-      "mailman-web-setup"
-      "hyperkitty"
-      "hyperkitty-minutely"
-      "hyperkitty-quarter_hourly"
-      "hyperkitty-hourly"
-      "hyperkitty-daily"
-      "hyperkitty-weekly"
-      "hyperkitty-yearly"
-    ] (_: {
+    # The module orders only mailman, mailman-settings and mailman-uwsgi after postgresql.target;
+    # migrations, the HyperKitty task queue and the daily digests use the database too.
+    systemd.services = lib.genAttrs (mailmanUnits.core ++ mailmanUnits.web) (_: {
       after = [ "postgresql.target" ];
       requires = [ "postgresql.target" ];
     });

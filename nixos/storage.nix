@@ -9,6 +9,7 @@
 { pkgs, lib, deployment, ... }:
 let
   volume = "/srv/mailman-site";
+  mailmanUnits = import ./mailman-units.nix;
   acmeUnits = [
     "acme-setup"
     "acme-${deployment.hostname}"
@@ -16,22 +17,16 @@ let
   ];
   # state directory -> the units that read or write it
   stateDirs = {
-    "/var/lib/mailman" = [
-      "mailman"
-      "mailman-settings"
-      "mailman-daily"
-    ];
-    "/var/lib/mailman-web" = [
-      "mailman-settings"
-      "mailman-web-setup"
-      "mailman-uwsgi"
-      "hyperkitty"
-    ];
+    "/var/lib/mailman" = mailmanUnits.core;
+    "/var/lib/mailman-web" = mailmanUnits.web;
     "/var/lib/postgresql" = lib.optionals deployment.usePostgresql [
       "postgresql"
       "postgresql-setup"
     ];
-    "/var/lib/acme" = acmeUnits ++ [ "nginx" ];
+    "/var/lib/acme" = acmeUnits ++ [
+      "nginx"
+      "postfix"
+    ];
     "/var/lib/opendkim" = [ "opendkim" ];
     "/var/lib/postfix" = [
       "postfix-setup"

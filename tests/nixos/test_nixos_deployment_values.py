@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from nixos_support import DOCUMENTS, NIXOS, EvalError
+from nixos_support import DOCUMENTS, NIXOS, EvalError, nix_env
 
 VALID_DOCUMENTS = [
     *sorted(DOCUMENTS.glob("*.json")),
@@ -124,3 +125,17 @@ def test_schema_rejects_ssh_sources_that_are_not_cidrs(schema, production_docume
     production_document["sshAllowedIps"] = [cidr]
     validator = jsonschema.Draft202012Validator(schema)
     assert not validator.is_valid(production_document)
+
+
+@pytest.mark.nix
+def test_mailman_units_evaluate_without_nixpkgs(nix_instantiate: str) -> None:
+    result = subprocess.run(
+        [nix_instantiate, "--eval", "--strict", "--json", str(NIXOS / "mailman-units.nix")],
+        capture_output=True,
+        text=True,
+        env=nix_env(),
+        check=True,
+    )
+    units = json.loads(result.stdout)
+    assert "mailman" in units["core"]
+    assert {"mailman-web-setup", "hyperkitty", "hyperkitty-yearly"} <= set(units["web"])
