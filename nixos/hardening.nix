@@ -1,7 +1,9 @@
 # SSH by key only, a closed firewall, bounded logs and store.
 { lib, deployment, ... }:
 let
-  sshFromAnywhere = lib.all (cidr: builtins.elem cidr [ "0.0.0.0/0" "::/0" ]) deployment.sshAllowedIps;
+  # Both families open to all: the plain port rule. Otherwise one nftables rule per family.
+  sshFromAnywhere =
+    builtins.elem "0.0.0.0/0" deployment.sshAllowedIps && builtins.elem "::/0" deployment.sshAllowedIps;
   v4 = builtins.filter (cidr: !(lib.hasInfix ":" cidr)) deployment.sshAllowedIps;
   v6 = builtins.filter (cidr: lib.hasInfix ":" cidr) deployment.sshAllowedIps;
   nftSet = cidrs: "{ ${lib.concatStringsSep ", " cidrs} }";
