@@ -28,11 +28,13 @@ in
       extraConfig = lib.mkIf (!deployment.acmeStaging) ''
         add_header Strict-Transport-Security "max-age=31536000" always;
       '';
+      # Mailman 2's URLs (/mailman/<page>/<list>, archives under /pipermail); anchored on the
+      # /mailman/ prefix so Django's own /admin/ and /accounts/ stay untouched.
       locations = lib.mkIf deployment.mailman2Redirects {
-        "~ ^/(?:mailman/)?(?:pipermail|private)/([a-z0-9._-]+)".return = "301 ${hyperkitty}/";
-        "~ ^/(?:mailman/)?admin/([a-z0-9._-]+)".return = "301 ${postorius}/settings/";
-        "~ ^/(?:mailman/)?admindb/([a-z0-9._-]+)".return = "301 ${postorius}/held_messages";
-        "~ ^/(?:mailman/)?(?:listinfo|options|subscribe|confirm)/([a-z0-9._-]+)".return =
+        "~ ^/(?:pipermail|mailman/private)/([a-z0-9._-]+)".return = "301 ${hyperkitty}/";
+        "~ ^/mailman/admin/([a-z0-9._-]+)".return = "301 ${postorius}/settings/";
+        "~ ^/mailman/admindb/([a-z0-9._-]+)".return = "301 ${postorius}/held_messages";
+        "~ ^/mailman/(?:listinfo|options|subscribe|confirm|roster)/([a-z0-9._-]+)".return =
           "301 ${postorius}/";
         "= /mailman/listinfo".return = "301 https://${host}/postorius/lists/";
         "= /mailman/create".return = "301 https://${host}/postorius/lists/new/";

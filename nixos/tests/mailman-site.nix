@@ -122,6 +122,10 @@ pkgs.testers.runNixOSTest {
         machine.succeed(f"curl -sS -o /dev/null -w '%{{http_code}}' --resolve {host}:80:127.0.0.1 http://{host}/ | grep -qx 301")
         location = machine.succeed(f"curl -sS -k -o /dev/null -w '%{{redirect_url}}' {https}/pipermail/test/")
         assert location.strip() == f"https://{host}/hyperkitty/list/test@example.org/", location
+        location = machine.succeed(f"curl -sS -k -o /dev/null -w '%{{redirect_url}}' {https}/mailman/listinfo/test")
+        assert location.strip() == f"https://{host}/postorius/lists/test.example.org/", location
+        # The redirects leave Django's own admin alone.
+        machine.succeed(f"curl --fail -sS -k {https}/admin/login/ >/dev/null")
 
     with subtest("host commands"):
         print(machine.succeed("mailman-site-health"))
