@@ -1,0 +1,116 @@
+"""mailman-reconcile (nixos/scripts/mailman-reconcile.sh) with a stand-in for mailman-web."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nixos_support import NIXOS
+
+SCRIPT = NIXOS / "scripts" / "mailman-reconcile.sh"
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="switching to the web user needs root (as on the host)"
+)
+
+
+@pytest.fixture
+def stand_in() -> Iterator[Path]:
+    # Readable by the unprivileged user the script switches to (pytest's tmp_path is 0700).
+    directory = Path(tempfile.mkdtemp(prefix="reconcile-"))
+    directory.chmod(0o755)
+    python = directory / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        'echo "user=$(id -un)"\n'
+        'echo "DJANGO_SETTINGS_MODULE=$DJANGO_SETTINGS_MODULE"\n'
+        'echo "PYTHONPATH=$PYTHONPATH"\n'
+        'echo "MAILMAN_WEB_CONFIG=$MAILMAN_WEB_CONFIG"\n'
+        'echo "cwd=$(pwd)"\n'
+        'echo "script=$1"\n'
+        "shift\n"
+        'echo "args=$*"\n'
+        'echo "stdin=$(cat)"\n'
+        'echo "leaked=${LEAKED-unset}"\n'
+    )
+    python.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+def run(
+    stand_in: Path, *args: str, stdin: str = "", **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args],
+        input=stdin,
+        env={
+            "PATH": os.environ["PATH"],
+            "MAILMAN_RECONCILE_PYTHON": str(stand_in / "python"),
+            "MAILMAN_RECONCILE_SCRIPT": "/etc/nixos/mailman_reconcile.py",
+            "MAILMAN_WEB_USER": "nobody",
+            "MAILMAN_RECONCILE_WORKDIR": str(stand_in),
+            "LEAKED": "the caller's environment",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@needs_root
+def test_runs_the_reconcile_as_the_web_user_with_mailman_webs_settings(stand_in: Path) -> None:
+    result = run(stand_in, "--check", stdin='{"version": 1}')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "user=nobody",
+        "DJANGO_SETTINGS_MODULE=settings",
+        "PYTHONPATH=/etc/mailman3",
+        "MAILMAN_WEB_CONFIG=/etc/mailman3/settings.py",
+        f"cwd={stand_in}",
+        "script=/etc/nixos/mailman_reconcile.py",
+        "args=--check",
+        'stdin={"version": 1}',
+        "leaked=unset",
+    ]
+
+
+@needs_root
+def test_exit_status_of_the_reconcile_is_passed_on(stand_in: Path) -> None:
+    (stand_in / "python").write_text("#!/bin/sh\necho 'mailman core unreachable' >&2\nexit 3\n")
+    result = run(stand_in)
+    assert result.returncode == 3
+    assert "mailman core unreachable" in result.stderr
+
+
+def test_refuses_to_run_without_root(stand_in: Path) -> None:
+    command = ["bash", str(SCRIPT)]
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "nobody", "--", *command]
+    result = subprocess.run(
+        command,
+        env={
+            "PATH": os.environ["PATH"],
+            "MAILMAN_RECONCILE_PYTHON": str(stand_in / "python"),
+            "MAILMAN_RECONCILE_SCRIPT": "/etc/nixos/mailman_reconcile.py",
+            "MAILMAN_WEB_USER": "nobody",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "run it as root" in result.stderr
+
+
+def test_missing_setting_from_the_nix_wrapper_is_named(stand_in: Path) -> None:
+    result = run(stand_in, MAILMAN_RECONCILE_SCRIPT="")
+    assert result.returncode != 0
+    assert "MAILMAN_RECONCILE_SCRIPT must be mailman_reconcile.py" in result.stderr
