@@ -19,7 +19,8 @@ usage: ./deploy.sh --hostname FQDN --admin-email EMAIL [options]
   --hostname FQDN        web and mail host name, e.g. lists.example.org    (mailman:hostname)
   --admin-email EMAIL    site owner, ACME account, superuser e-mail         (mailman:adminEmail)
   --dns-zone ZONE        Hetzner DNS zone to write records into             (mailman:dnsZone)
-                         (omit to manage DNS yourself: records are printed as dnsRecords)
+                         (to manage DNS yourself: `pulumi config rm mailman:dnsZone`;
+                         the records to create are then the dnsRecords output)
   --mail-domain DOMAIN   a domain lists live in; repeat for several         (mailman:mailDomains)
   --stack NAME           Pulumi stack (default: production)
   --yes                  apply without the interactive confirmation of `pulumi up`
