@@ -1,0 +1,75 @@
+"""The deployment document (docs/contracts.md section 2): per-deployment values for NixOS.
+
+Rendered as JSON text so that `pulumi preview --diff` shows a changed value as a changed line.
+It holds no secrets; its schema is nixos/deployment.schema.json.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+
+from components.settings import Settings
+
+SCHEMA_VERSION = 1
+IPV6_PREFIX_LENGTH = 64
+
+
+def deployment_document(
+    settings: Settings,
+    *,
+    ipv4_address: str,
+    ipv6_address: str,
+    volume_device: str,
+    ssh_authorized_keys: list[str],
+) -> dict[str, Any]:
+    """The document as a dict, in the contract's key order."""
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "hostname": settings.hostname,
+        "adminEmail": settings.admin_email,
+        "mailDomains": list(settings.mail_domains),
+        "nixosRelease": settings.nixos_release,
+        "network": {
+            "ipv4Address": ipv4_address,
+            "ipv6Address": ipv6_address,
+            "ipv6PrefixLength": IPV6_PREFIX_LENGTH,
+        },
+        "dataVolume": {"device": volume_device, "fsType": "ext4"},
+        "database": settings.database,
+        "acmeStaging": settings.acme_staging,
+        "mailman2Redirects": settings.mailman2_redirects,
+        "socialLoginProviders": [login.provider for login in settings.social_logins],
+        "dkimSelector": settings.dkim_selector,
+        "sshAuthorizedKeys": ssh_authorized_keys,
+        "sshAllowedIps": list(settings.ssh_allowed_ips),
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """Stable JSON text: one value per line, so diffs are line diffs."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def deployment_document_text(
+    settings: Settings,
+    *,
+    ipv4_address: pulumi.Input[str],
+    ipv6_address: pulumi.Input[str],
+    volume_device: pulumi.Input[str],
+    deploy_public_key: pulumi.Input[str],
+) -> pulumi.Output[str]:
+    """The document's JSON text once the addresses, the volume and the deploy key are known."""
+    return pulumi.Output.all(ipv4_address, ipv6_address, volume_device, deploy_public_key).apply(
+        lambda v: render(
+            deployment_document(
+                settings,
+                ipv4_address=str(v[0]),
+                ipv6_address=str(v[1]),
+                volume_device=str(v[2]),
+                ssh_authorized_keys=[str(v[3]).strip(), *settings.ssh_public_keys],
+            )
+        )
+    )

@@ -1,0 +1,333 @@
+"""The Hetzner host: keys, addresses, firewall, data volume, server, rDNS, NixOS install.
+
+What survives a replaced server is never its child: the primary IPs (and so their PTR records
+and mail reputation), the data volume and the keys are siblings of the server inside this
+component. The server boots the stock Debian image; cloud-init installs the stack's SSH host key
+and runs nixos-infect, pinned by commit and checked by SHA-256 before it runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_command as command
+import pulumi_hcloud as hcloud
+import pulumi_tls as tls
+import yaml
+
+from components.settings import INSTALL_IMAGE, Settings
+
+# nixos-infect, pinned: https://github.com/elitak/nixos-infect at this commit; the SHA-256 is of
+# the `nixos-infect` file at that commit. It autodetects nothing we rely on: PROVIDER and
+# NIX_CHANNEL are passed explicitly. It keeps /etc/ssh/ssh_host_* through NIXOS_LUSTRATE, and
+# writes /etc/nixos/hardware-configuration.nix (+ networking.nix) from the running Debian.
+NIXOS_INFECT_COMMIT = "7563801d3ae68c975e4027f4e31a3906dca95f30"
+NIXOS_INFECT_SHA256 = "4cc3b5f8e4333ab4f02906d80a836c1b36e2887a51abf4eba4d9113b33934393"
+NIXOS_INFECT_URL = (
+    f"https://raw.githubusercontent.com/elitak/nixos-infect/{NIXOS_INFECT_COMMIT}/nixos-infect"
+)
+INSTALL_LOG = "/var/log/nixos-infect.log"
+INSTALL_SCRIPT = "/root/nixos-infect"
+# Debian's sshd serves only this key while the installer runs (see `install_user_data`).
+INSTALL_PHASE_SSHD_CONFIG = "/etc/ssh/sshd_config.d/00-mailman-install.conf"
+
+# How long commands keep dialing a host that does not answer (yet). A refused or failed handshake
+# costs at most the provider's 5 s retry back-off, a dropped packet the per-dial timeout on top:
+# 400 dials are at least ~33 minutes (nixos-infect takes 10-20) and at most ~100 minutes.
+DIAL_ERROR_LIMIT = 400
+PER_DIAL_TIMEOUT_SECONDS = 10
+
+WORLD = ("0.0.0.0/0", "::/0")
+
+
+@dataclass(frozen=True)
+class FirewallRule:
+    """One inbound rule, in the shape `hcloud.FirewallRuleArgs` takes."""
+
+    protocol: str
+    port: str | None
+    source_ips: tuple[str, ...]
+    description: str
+
+    def args(self) -> hcloud.FirewallRuleArgs:
+        return hcloud.FirewallRuleArgs(
+            direction="in",
+            protocol=self.protocol,
+            port=self.port,
+            source_ips=list(self.source_ips),
+            description=self.description,
+        )
+
+
+def firewall_rules(ssh_allowed_ips: tuple[str, ...]) -> list[FirewallRule]:
+    """Inbound traffic the site needs; everything else is dropped by Hetzner before the host."""
+    return [
+        FirewallRule("tcp", "22", ssh_allowed_ips, "SSH (deploy and operators)"),
+        FirewallRule("tcp", "25", WORLD, "SMTP: mail to the lists"),
+        FirewallRule("tcp", "80", WORLD, "HTTP: ACME challenges and redirect to HTTPS"),
+        FirewallRule("tcp", "443", WORLD, "HTTPS: Postorius and HyperKitty"),
+        FirewallRule("icmp", None, WORLD, "ICMP: ping, path MTU discovery"),
+    ]
+
+
+def host_ipv6_address(network: str) -> str:
+    """The host address inside the primary IPv6 /64: `<prefix>::1`, as Hetzner configures it."""
+    prefix = ipaddress.IPv6Network(network, strict=False)
+    return str(prefix.network_address + 1)
+
+
+def install_script(nixos_release: str) -> str:
+    """Runs once from cloud-init: fetch the pinned installer, check it, run it (it reboots)."""
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            f"exec >>{INSTALL_LOG} 2>&1",
+            f'echo "nixos-infect {NIXOS_INFECT_COMMIT}: installing {nixos_release}"',
+            "curl --fail --silent --show-error --location --retry 5 "
+            f"--output {INSTALL_SCRIPT} {shlex.quote(NIXOS_INFECT_URL)}",
+            f"echo '{NIXOS_INFECT_SHA256}  {INSTALL_SCRIPT}' | sha256sum --check --strict",
+            f"PROVIDER=hetznercloud NIX_CHANNEL={shlex.quote(nixos_release)} bash {INSTALL_SCRIPT}",
+        ]
+    )
+
+
+def install_user_data(
+    host_private_key_openssh: str,
+    host_public_key_openssh: str,
+    nixos_release: str,
+    operator_keys: tuple[str, ...],
+) -> str:
+    """The cloud-config that turns the stock Debian image into NixOS with our SSH host key."""
+    config = {
+        # cloud-init writes these before sshd first starts; nixos-infect lists
+        # /etc/ssh/ssh_host_*_key* in NIXOS_LUSTRATE, so NixOS boots with the same key.
+        "ssh_deletekeys": True,
+        "ssh_keys": {
+            "ed25519_private": host_private_key_openssh,
+            "ed25519_public": host_public_key_openssh.strip(),
+        },
+        "ssh_genkeytypes": ["rsa"],
+        # Operator keys go to root here, not as Hetzner SSH keys: Hetzner refuses a public key
+        # that already exists in the project, which breaks a second stack for the same person.
+        # nixos-infect copies root's authorized_keys into the NixOS configuration.
+        "ssh_authorized_keys": list(operator_keys),
+        "write_files": [
+            {
+                # While Debian runs the installer, sshd offers only its RSA key. Our connections
+                # accept only the pinned ED25519 key, so they keep dialing (and never run a
+                # command that the installer's reboot would cut) until NixOS serves that key.
+                "path": INSTALL_PHASE_SSHD_CONFIG,
+                "permissions": "0644",
+                "content": "HostKey /etc/ssh/ssh_host_rsa_key\n",
+            },
+            {
+                # Keep the installer's log across the switch to NixOS (the rest of Debian's
+                # root moves to /old-root); nixos-infect appends its own entries to this file.
+                "path": "/etc/NIXOS_LUSTRATE",
+                "permissions": "0644",
+                "content": INSTALL_LOG.lstrip("/") + "\n",
+            },
+        ],
+        "runcmd": [["bash", "-c", install_script(nixos_release)]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, width=1000)
+
+
+def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
+    """Proves the host is the installed NixOS; explains where to look when it is not."""
+    is_nixos = (
+        "[ -e /etc/NIXOS ] && [ -e /run/current-system ] && grep -qx ID=nixos /etc/os-release"
+    )
+    return "\n".join(
+        [
+            "set -eu",
+            f"if {is_nixos}; then",
+            '  echo "NixOS $(cat /run/current-system/nixos-version) is up"',
+            "else",
+            "  echo \"This host answers SSH with the stack's host key but is not NixOS.\" >&2",
+            f'  echo "Installer log: {INSTALL_LOG}; cloud-init: /var/log/cloud-init-output.log;"'
+            " >&2",
+            f'  echo "Console: Hetzner Cloud Console, the server with IPv4 {ipv4}." >&2',
+            "  exit 1",
+            "fi",
+        ]
+    )
+
+
+class Host(pulumi.ComponentResource):
+    """The server and everything around it that the deploy chain connects to."""
+
+    server: hcloud.Server
+    ipv4_address: pulumi.Output[str]
+    ipv6_address: pulumi.Output[str]
+    volume: hcloud.Volume
+    connection: command.remote.ConnectionArgs
+    nixos_ready: pulumi.Resource
+    ssh_host_public_key: pulumi.Output[str]
+    deploy_public_key: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mailman:host:Host", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # Persistent things: protected from `pulumi destroy` and replacement when `protect` is on.
+        persistent = pulumi.ResourceOptions(parent=self, protect=settings.protect)
+        prefix = settings.resource_prefix
+        labels = settings.labels
+
+        # Keys live in the stack (encrypted state), never on disk.
+        deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=child)
+        host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=persistent)
+        self.deploy_public_key = deploy_key.public_key_openssh.apply(str.strip)
+        self.ssh_host_public_key = host_key.public_key_openssh.apply(str.strip)
+        hetzner_deploy_key = hcloud.SshKey(
+            f"{name}-deploy-key",
+            name=f"{prefix}-deploy",
+            public_key=deploy_key.public_key_openssh,
+            labels=labels,
+            opts=child,
+        )
+
+        # Addresses are their own resources so a replaced server keeps them (and their PTRs).
+        ipv4 = self._primary_ip(name, "ipv4", settings, persistent)
+        ipv6 = self._primary_ip(name, "ipv6", settings, persistent)
+        self.ipv4_address = ipv4.ip_address
+        self.ipv6_address = ipv6.ip_network.apply(lambda n: host_ipv6_address(str(n)))
+
+        firewall = hcloud.Firewall(
+            f"{name}-firewall",
+            name=prefix,
+            rules=[rule.args() for rule in firewall_rules(settings.ssh_allowed_ips)],
+            labels=labels,
+            opts=child,
+        )
+
+        self.volume = hcloud.Volume(
+            f"{name}-data",
+            name=f"{prefix}-data",
+            size=settings.volume_size,
+            location=settings.location,
+            format="ext4",
+            # NixOS mounts it by its /dev/disk/by-id path; Debian must not mount it during install.
+            automount=False,
+            delete_protection=settings.protect,
+            labels=labels,
+            opts=persistent,
+        )
+
+        user_data: pulumi.Output[str] = pulumi.Output.all(
+            host_key.private_key_openssh, host_key.public_key_openssh
+        ).apply(
+            lambda keys: install_user_data(
+                str(keys[0]), str(keys[1]), settings.nixos_release, settings.ssh_public_keys
+            )
+        )
+        # Holds the SSH host private key.
+        secret_user_data: pulumi.Output[str] = pulumi.Output.secret(user_data)
+        self.server = hcloud.Server(
+            f"{name}-server",
+            name=settings.hostname,
+            server_type=settings.server_type,
+            image=INSTALL_IMAGE,
+            location=settings.location,
+            ssh_keys=[hetzner_deploy_key.id],
+            # Attached at creation: the server is never reachable unfiltered.
+            firewall_ids=[firewall.id.apply(int)],
+            public_nets=[
+                hcloud.ServerPublicNetArgs(
+                    ipv4_enabled=True,
+                    ipv4=ipv4.id.apply(int),
+                    ipv6_enabled=True,
+                    ipv6=ipv6.id.apply(int),
+                )
+            ],
+            user_data=secret_user_data,
+            backups=settings.backups,
+            delete_protection=settings.protect,
+            rebuild_protection=settings.protect,
+            shutdown_before_deletion=True,
+            labels=labels,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=settings.protect,
+                # Install-time inputs: editing them later must never replace a live server.
+                ignore_changes=["user_data", "ssh_keys"],
+            ),
+        )
+
+        attachment = hcloud.VolumeAttachment(
+            f"{name}-data-attachment",
+            server_id=self.server.id.apply(int),
+            volume_id=self.volume.id.apply(int),
+            automount=False,
+            opts=child,
+        )
+
+        rdns = [
+            hcloud.Rdns(
+                f"{name}-rdns-{family}",
+                primary_ip_id=ip.id.apply(int),
+                ip_address=address,
+                dns_ptr=settings.hostname,
+                opts=child,
+            )
+            for family, ip, address in (
+                ("ipv4", ipv4, self.ipv4_address),
+                ("ipv6", ipv6, self.ipv6_address),
+            )
+        ]
+
+        self.connection = command.remote.ConnectionArgs(
+            host=self.ipv4_address,
+            user="root",
+            private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
+            # No trust on first use: only the stack's host key is accepted.
+            host_key=self.ssh_host_public_key,
+            dial_error_limit=DIAL_ERROR_LIMIT,
+            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+        )
+
+        # "NixOS is up": the pinned key is served only by the installed NixOS, so the dial
+        # retries carry us over the whole install and its reboot; a new server runs it again.
+        self.nixos_ready = command.remote.Command(
+            f"{name}-nixos-ready",
+            connection=self.connection,
+            create=self.ipv4_address.apply(nixos_ready_script),
+            triggers=[self.server.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, attachment, *rdns]),
+        )
+        pulumi.log.info(
+            "waits for NixOS over SSH (up to ~30 min while nixos-infect runs); if it times out, "
+            f"read {INSTALL_LOG} on the host (Debian still answers with its RSA host key) or "
+            "open the server's console in the Hetzner Cloud Console",
+            resource=self.nixos_ready,
+        )
+
+        self.register_outputs(
+            {
+                "ipv4Address": self.ipv4_address,
+                "ipv6Address": self.ipv6_address,
+                "serverId": self.server.id,
+                "volumeDevice": self.volume.linux_device,
+            }
+        )
+
+    def _primary_ip(
+        self, name: str, family: str, settings: Settings, opts: pulumi.ResourceOptions
+    ) -> hcloud.PrimaryIp:
+        return hcloud.PrimaryIp(
+            f"{name}-{family}",
+            name=f"{settings.resource_prefix}-{family}",
+            type=family,
+            location=settings.location,
+            assignee_type="server",
+            # Survives the server: deleting or replacing the server must not release it.
+            auto_delete=False,
+            delete_protection=settings.protect,
+            labels=settings.labels,
+            opts=opts,
+        )

@@ -1,0 +1,103 @@
+"""`MailmanSite`: one Mailman list server, composed from the parts in order."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components.deployment_document import deployment_document_text
+from components.dns import Dns
+from components.host import Host
+from components.lists import NormalizedList
+from components.settings import Settings
+
+ADMIN_PASSWORD_LENGTH = 24
+REST_PASSWORD_LENGTH = 32
+DKIM_KEY_BITS = 2048
+
+
+class MailmanSite(pulumi.ComponentResource):
+    """Host, DNS and everything the deploy chain needs to configure the host."""
+
+    settings: Settings
+    host: Host
+    dns: Dns
+    lists: tuple[NormalizedList, ...]
+    dkim_private_key_pem: pulumi.Output[str]
+    admin_password: pulumi.Output[str]
+    rest_api_password: pulumi.Output[str]
+    deployment_document: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mailman:site:MailmanSite", name, {}, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.settings = settings
+        self.lists = settings.lists
+
+        # Secrets that live in the stack and survive a rebuilt server.
+        dkim_key = tls.PrivateKey(
+            f"{name}-dkim-key", algorithm="RSA", rsa_bits=DKIM_KEY_BITS, opts=child
+        )
+        self.dkim_private_key_pem = pulumi.Output.secret(dkim_key.private_key_pem)
+        if settings.admin_password is not None:
+            self.admin_password = settings.admin_password
+        else:
+            generated = random.RandomPassword(
+                f"{name}-admin-password", length=ADMIN_PASSWORD_LENGTH, special=False, opts=child
+            )
+            self.admin_password = pulumi.Output.secret(generated.result)
+        rest_password = random.RandomPassword(
+            f"{name}-rest-api-password", length=REST_PASSWORD_LENGTH, special=False, opts=child
+        )
+        self.rest_api_password = pulumi.Output.secret(rest_password.result)
+
+        # Server, addresses, firewall, volume, rDNS; NixOS installed and answering.
+        self.host = Host(f"{name}-host", settings, opts=child)
+
+        # Records in the Hetzner zone, or only computed for export when no zone is managed.
+        self.dns = Dns(
+            f"{name}-dns",
+            settings,
+            ipv4=self.host.ipv4_address,
+            ipv6=self.host.ipv6_address,
+            dkim_public_key_pem=dkim_key.public_key_pem,
+            opts=child,
+        )
+
+        # What NixOS reads from /etc/nixos/deployment.json.
+        self.deployment_document = deployment_document_text(
+            settings,
+            ipv4_address=self.host.ipv4_address,
+            ipv6_address=self.host.ipv6_address,
+            volume_device=self.host.volume.linux_device,
+            deploy_public_key=self.host.deploy_public_key,
+        )
+
+        # Deploy chain seam: components/nixos.py (push + switch + health, rollback) and
+        # components/mailman.py (reconcile) are added here, after `self.host.nixos_ready`,
+        # using `self.host.connection` and the attributes above.
+
+        self.register_outputs(self.outputs())
+
+    def outputs(self) -> dict[str, pulumi.Input[object]]:
+        """The stack outputs of the DESIGN contract (plus `hostname`, `mailDomains`, host key)."""
+        site_url = f"https://{self.settings.hostname}/"
+        return {
+            "siteUrl": site_url,
+            "adminUrl": f"{site_url}admin/",
+            "postoriusUrl": f"{site_url}postorius/lists/",
+            "hyperkittyUrl": f"{site_url}hyperkitty/",
+            "hostname": self.settings.hostname,
+            "mailDomains": list(self.settings.mail_domains),
+            "ipv4": self.host.ipv4_address,
+            "ipv6": self.host.ipv6_address,
+            "sshCommand": pulumi.Output.concat("ssh root@", self.host.ipv4_address),
+            "sshHostKey": self.host.ssh_host_public_key,
+            "dnsRecords": self.dns.records,
+            "nixosRelease": self.settings.nixos_release,
+            "adminUser": self.settings.admin_user,
+            "adminPassword": self.admin_password,
+        }

@@ -1,0 +1,261 @@
+"""The host: firewall, addresses, rDNS, volume, server options, install, SSH connection."""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from components.host import (
+    INSTALL_LOG,
+    INSTALL_PHASE_SSHD_CONFIG,
+    NIXOS_INFECT_COMMIT,
+    NIXOS_INFECT_SHA256,
+    install_script,
+    nixos_ready_script,
+)
+from tests.harness import (
+    MOCK_ED25519_PUBLIC,
+    MOCK_IPV4,
+    OPERATOR_ED25519_PUBLIC,
+    Secret,
+    plain_strings,
+)
+
+SERVER = "hcloud:index/server:Server"
+PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
+VOLUME = "hcloud:index/volume:Volume"
+FIREWALL = "hcloud:index/firewall:Firewall"
+RDNS = "hcloud:index/rdns:Rdns"
+COMMAND = "command:remote:Command"
+WORLD = ["0.0.0.0/0", "::/0"]
+
+
+def _rules(run):
+    return [
+        (r["direction"], r["protocol"], r.get("port"), r["sourceIps"])
+        for r in run.one(FIREWALL).inputs["rules"]
+    ]
+
+
+def test_firewall_opens_exactly_ssh_smtp_http_https_icmp(base_run):
+    assert _rules(base_run) == [
+        ("in", "tcp", "22", WORLD),
+        ("in", "tcp", "25", WORLD),
+        ("in", "tcp", "80", WORLD),
+        ("in", "tcp", "443", WORLD),
+        ("in", "icmp", None, WORLD),
+    ]
+
+
+def test_firewall_restricts_ssh_to_allowed_ips_only(zoned_run):
+    rules = _rules(zoned_run)
+    assert rules[0] == ("in", "tcp", "22", ["198.51.100.0/24", "2001:db8:ffff::/48"])
+    assert all(sources == WORLD for _, _, port, sources in rules[1:])
+
+
+def test_firewall_is_attached_when_the_server_is_created(base_run):
+    firewall = base_run.one(FIREWALL)
+    server = base_run.one(SERVER)
+    assert server.inputs["firewallIds"] == [int(firewall.id)]
+    assert not base_run.of_type("hcloud:index/firewallAttachment:FirewallAttachment")
+
+
+def test_primary_ips_are_kept_when_the_server_goes(base_run):
+    ips = base_run.of_type(PRIMARY_IP)
+    assert sorted(ip.inputs["type"] for ip in ips) == ["ipv4", "ipv6"]
+    for ip in ips:
+        assert ip.inputs["autoDelete"] is False
+        assert ip.inputs["assigneeType"] == "server"
+        assert ip.inputs["location"] == "nbg1"
+
+
+def test_server_uses_both_primary_ips(base_run):
+    ids = {ip.inputs["type"]: int(ip.id) for ip in base_run.of_type(PRIMARY_IP)}
+    assert base_run.one(SERVER).inputs["publicNets"] == [
+        {"ipv4Enabled": True, "ipv4": ids["ipv4"], "ipv6Enabled": True, "ipv6": ids["ipv6"]}
+    ]
+
+
+@pytest.mark.parametrize("type_", [PRIMARY_IP, VOLUME, "tls:index/privateKey:PrivateKey"])
+def test_persistent_resources_are_not_children_of_the_server(base_run, type_):
+    server = base_run.one(SERVER)
+    for resource in base_run.of_type(type_):
+        assert server not in base_run.ancestors(resource)
+        assert resource.deleted_with == ""
+
+
+def test_nothing_is_a_child_of_the_server(base_run):
+    server = base_run.one(SERVER)
+    assert [r.name for r in base_run.resources if r.parent == server.urn] == []
+
+
+def test_rdns_points_both_addresses_at_the_hostname(base_run):
+    records = {r.inputs["ipAddress"]: r.inputs["dnsPtr"] for r in base_run.of_type(RDNS)}
+    assert records == {MOCK_IPV4: "lists.example.org", "2001:db8:1:2::1": "lists.example.org"}
+    ids = {ip.inputs["type"]: int(ip.id) for ip in base_run.of_type(PRIMARY_IP)}
+    by_address = {r.inputs["ipAddress"]: r.inputs["primaryIpId"] for r in base_run.of_type(RDNS)}
+    assert by_address == {MOCK_IPV4: ids["ipv4"], "2001:db8:1:2::1": ids["ipv6"]}
+
+
+def test_volume_is_formatted_ext4_and_not_automounted(base_run):
+    volume = base_run.one(VOLUME)
+    assert volume.inputs["format"] == "ext4"
+    assert volume.inputs["automount"] is False
+    assert volume.inputs["size"] == 10
+    attachment = base_run.one("hcloud:index/volumeAttachment:VolumeAttachment")
+    assert attachment.inputs["automount"] is False
+
+
+def test_volume_size_follows_the_setting():
+    from tests.components.conftest import BASE
+    from tests.harness import run_program
+
+    run = run_program({**BASE, "volumeSize": 50})
+    assert run.one(VOLUME).inputs["size"] == 50
+
+
+def test_protection_on_by_default(base_run):
+    server = base_run.one(SERVER)
+    assert server.protect
+    assert server.inputs["deleteProtection"] is True
+    assert server.inputs["rebuildProtection"] is True
+    for resource in [*base_run.of_type(PRIMARY_IP), base_run.one(VOLUME)]:
+        assert resource.protect
+        assert resource.inputs["deleteProtection"] is True
+
+
+def test_protection_off_by_setting(unprotected_run):
+    server = unprotected_run.one(SERVER)
+    assert not server.protect
+    assert server.inputs["deleteProtection"] is False
+    assert server.inputs["rebuildProtection"] is False
+    for resource in [*unprotected_run.of_type(PRIMARY_IP), unprotected_run.one(VOLUME)]:
+        assert not resource.protect
+        assert resource.inputs["deleteProtection"] is False
+
+
+def test_backups_follow_the_setting(base_run, unprotected_run):
+    assert base_run.one(SERVER).inputs["backups"] is True
+    assert unprotected_run.one(SERVER).inputs["backups"] is False
+
+
+def test_install_inputs_never_replace_a_live_server(base_run):
+    assert set(base_run.one(SERVER).ignore_changes) == {"userData", "sshKeys"}
+
+
+def test_server_from_stock_image_type_and_location(base_run):
+    server = base_run.one(SERVER)
+    assert server.inputs["image"] == "debian-12"
+    assert server.inputs["serverType"] == "cx23"
+    assert server.inputs["location"] == "nbg1"
+    assert server.inputs["name"] == "lists.example.org"
+
+
+def test_labels_name_project_and_stack(base_run):
+    for type_ in (SERVER, VOLUME, FIREWALL, PRIMARY_IP, "hcloud:index/sshKey:SshKey"):
+        for resource in base_run.of_type(type_):
+            assert resource.inputs["labels"] == {"project": "mailman", "stack": "test"}
+
+
+def test_only_the_deploy_key_is_a_hetzner_ssh_key(zoned_run):
+    keys = zoned_run.of_type("hcloud:index/sshKey:SshKey")
+    assert [k.inputs["publicKey"] for k in keys] == [MOCK_ED25519_PUBLIC + "\n"]
+    assert keys[0].inputs["name"] == "mailman-test-deploy"
+
+
+def _cloud_config(run):
+    user_data = run.one(SERVER).raw_inputs["userData"]
+    assert isinstance(user_data, Secret), "user_data carries the host private key"
+    text = user_data.value
+    assert text.startswith("#cloud-config\n")
+    return yaml.safe_load(text)
+
+
+def test_cloud_init_installs_the_stack_host_key_before_first_boot(base_run):
+    config = _cloud_config(base_run)
+    host_key = base_run.one("tls:index/privateKey:PrivateKey", "mailman-host-ssh-host-key")
+    assert config["ssh_keys"] == {
+        "ed25519_private": host_key.outputs["privateKeyOpenssh"],
+        "ed25519_public": MOCK_ED25519_PUBLIC,
+    }
+    assert config["ssh_deletekeys"] is True
+
+
+def test_installer_debian_does_not_serve_the_pinned_key(base_run):
+    files = {f["path"]: f["content"] for f in _cloud_config(base_run)["write_files"]}
+    assert files[INSTALL_PHASE_SSHD_CONFIG] == "HostKey /etc/ssh/ssh_host_rsa_key\n"
+    assert _cloud_config(base_run)["ssh_genkeytypes"] == ["rsa"]
+
+
+def test_installer_log_survives_the_switch_to_nixos(base_run):
+    files = {f["path"]: f["content"] for f in _cloud_config(base_run)["write_files"]}
+    assert files["/etc/NIXOS_LUSTRATE"] == INSTALL_LOG.lstrip("/") + "\n"
+
+
+def test_operator_keys_reach_root_through_cloud_init(zoned_run):
+    assert _cloud_config(zoned_run)["ssh_authorized_keys"] == [OPERATOR_ED25519_PUBLIC + " alice@laptop"]
+
+
+def test_installer_is_pinned_and_checked_before_it_runs(base_run):
+    script = _cloud_config(base_run)["runcmd"][0][2]
+    lines = script.splitlines()
+    fetch = next(i for i, line in enumerate(lines) if line.startswith("curl "))
+    check = next(i for i, line in enumerate(lines) if "sha256sum --check" in line)
+    run = next(i for i, line in enumerate(lines) if "bash /root/nixos-infect" in line)
+    assert fetch < check < run
+    assert f"/{NIXOS_INFECT_COMMIT}/nixos-infect" in lines[fetch]
+    assert NIXOS_INFECT_SHA256 in lines[check]
+    assert lines[0] == "set -euo pipefail"  # a failed check stops the script
+
+
+def test_installer_gets_provider_and_release_from_settings():
+    from tests.components.conftest import BASE
+    from tests.harness import run_program
+
+    run = run_program({**BASE, "nixosRelease": "nixos-25.11"})
+    script = _cloud_config(run)["runcmd"][0][2]
+    assert "PROVIDER=hetznercloud NIX_CHANNEL=nixos-25.11 bash /root/nixos-infect" in script
+
+
+def test_connection_pins_the_host_key_and_uses_the_deploy_key(base_run):
+    ready = base_run.one(COMMAND, "mailman-host-nixos-ready")
+    connection = ready.raw_inputs["connection"]
+    plain = connection.value if isinstance(connection, Secret) else connection
+    assert plain["host"] == MOCK_IPV4
+    assert plain["user"] == "root"
+    assert plain["hostKey"] == MOCK_ED25519_PUBLIC
+    # The engine receives the deploy private key only under a secret marker.
+    assert plain["privateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert not any("PRIVATE KEY" in text for text in plain_strings(connection))
+    assert plain["dialErrorLimit"] >= 300  # covers a 30-minute install at the back-off ceiling
+    assert plain["perDialTimeout"] > 0
+
+
+def test_nixos_ready_waits_for_the_server_and_reruns_for_a_new_one(base_run):
+    ready = base_run.one(COMMAND, "mailman-host-nixos-ready")
+    server = base_run.one(SERVER)
+    assert server.urn in ready.depends_on
+    assert ready.inputs["triggers"] == [server.id]
+    assert "grep -qx ID=nixos /etc/os-release" in ready.inputs["create"]
+    assert INSTALL_LOG in ready.inputs["create"]
+
+
+def _shellcheck(script: str):
+    tool = shutil.which("shellcheck")
+    if tool is None:
+        import os
+
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is required on CI")
+        pytest.skip("shellcheck not installed")
+    return subprocess.run(
+        [tool, "--shell=bash", "-"], input="#!/usr/bin/env bash\n" + script, text=True,
+        capture_output=True, check=False,
+    )
+
+
+@pytest.mark.parametrize("script", [install_script("nixos-26.05"), nixos_ready_script("203.0.113.10")])
+def test_host_scripts_pass_shellcheck(script):
+    result = _shellcheck(script)
+    assert result.returncode == 0, result.stdout

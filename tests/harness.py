@@ -1,0 +1,408 @@
+"""Run the whole Pulumi program under `pulumi.runtime.set_mocks` and record what it registers.
+
+Usage (the API other test areas build on; keep it stable):
+
+    from tests.harness import run_program, run_failing_program
+
+    run = run_program({"hostname": "lists.example.org", "adminEmail": "pm@example.org"},
+                      secrets={"adminPassword"})
+    server = run.one("hcloud:index/server:Server")
+    server.inputs["serverType"]          # inputs as the provider would receive them (camelCase)
+    server.protect, server.ignore_changes, server.depends_on, server.parent
+    run.outputs["siteUrl"], "adminPassword" in run.secret_outputs
+
+    failed = run_failing_program({"hostname": "lists_example"})
+    str(failed.error)                    # the one line the Pulumi CLI would print
+    failed.resources                     # what was registered before it failed
+
+`config` keys without a namespace get `mailman:`; values that are not strings are JSON-encoded the
+way `pulumi config set --path`/structured config stores them (`true`, `["a"]`, `{...}`).
+`secrets` names the config keys stored as secrets (same spelling as in `config`).
+
+The real SDK resource classes run unmodified: a wrong argument name or type fails here exactly as
+it would in `pulumi up`. What the mocks return for outputs (IP addresses, volume device paths,
+key material) is in `MockCloud.new_resource`; outputs the provider schema marks secret
+(`additionalSecretOutputs`, e.g. `tls.PrivateKey.privateKeyOpenssh`) come back secret, as the
+engine does it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import os
+import runpy
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.settings import SETTINGS, get_root_resource
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+REPO = Path(__file__).resolve().parent.parent
+MAIN = REPO / "__main__.py"
+PROJECT = "mailman"
+
+# Public halves of throwaway keys, so that values the program validates or publishes (SSH
+# authorized_keys lines, the DKIM record) have the real format. The private halves were never kept.
+MOCK_ED25519_PUBLIC = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINZUtH8+sXkGoj8tFhPk5nzatSyt4YCTquImoE2/suEg"
+)
+OPERATOR_ED25519_PUBLIC = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGjrlnqH1FFnciio/robS/ae98DRmFBVLgwH/eNrK066"
+)
+MOCK_RSA_PUBLIC_PEM = """-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA0ryVN8bog0zjCyEy+wKy
+CKuJ7lym1jEJDm1V//QcKQRn+4pfQcCcxUadLH7do5T1GCpC7OxzEj8fKpxwFb9z
+qNGTtOC2tZ1Kc+VrrIP1frg/YB7MiH2HUuXclLOAmMn3Tt4kPq8G+ETrawsd/lOp
+ZP9drawZ42Qotrr7MJpYNRMrkTN3lnMDBR9TDUrIC+j0ExT4OQG2G7occzXfRIPi
+C/wbEXgrrjux3FTJ5B2lCpJ+dz2boYD7EVIm568Q2/c5Fd0dhRJzbKrAawSoY4b/
+Q9ufdV3WdSpUEuLFZSFB7VFxa+Fm4U/24hxumvsPoMVYe1vVQJ926oB67JBEsBlC
+1QIDAQAB
+-----END PUBLIC KEY-----
+"""
+MOCK_IPV4 = "203.0.113.10"
+MOCK_IPV6_PREFIX = "2001:db8:1:2::"
+MOCK_IPV6_NETWORK = MOCK_IPV6_PREFIX + "/64"
+
+# The wire marker the engine uses for secret values (private names in the SDK, stable protocol).
+_SECRET_SIG = rpc._special_secret_sig
+_SIG_KEY = rpc._special_sig_key
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A value the engine would receive marked secret."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class RegisteredResource:
+    """One `RegisterResource` call as the engine would see it."""
+
+    type: str
+    name: str
+    urn: str
+    id: str  # the provider id the mocks assigned
+    custom: bool
+    parent: str
+    raw_inputs: Mapping[str, Any]  # secret values wrapped in `Secret`
+    outputs: Mapping[str, Any]  # the state the mocks returned (plain)
+    protect: bool
+    ignore_changes: tuple[str, ...]
+    depends_on: tuple[str, ...]  # URNs of explicit and implied dependencies
+    delete_before_replace: bool
+    replace_on_changes: tuple[str, ...]
+    additional_secret_outputs: tuple[str, ...]
+    retain_on_delete: bool
+    deleted_with: str
+    provider: str
+
+    @property
+    def inputs(self) -> Any:
+        """Inputs with secret markers removed."""
+        return unwrap(self.raw_inputs)
+
+    def is_secret(self, key: str) -> bool:
+        """Whether top-level input `key` is sent to the engine as a secret."""
+        return isinstance(self.raw_inputs.get(key), Secret)
+
+
+@dataclass
+class ProgramRun:
+    """Everything one evaluation of the program registered and exported."""
+
+    resources: list[RegisteredResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+    invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def of_type(self, type_: str) -> list[RegisteredResource]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str, name: str | None = None) -> RegisteredResource:
+        found = [r for r in self.of_type(type_) if name is None or r.name == name]
+        if len(found) != 1:
+            names = [r.name for r in self.of_type(type_)]
+            raise AssertionError(f"expected one {type_} named {name!r}, found {names}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> RegisteredResource:
+        for resource in self.resources:
+            if resource.urn == urn:
+                return resource
+        raise KeyError(urn)
+
+    def ancestors(self, resource: RegisteredResource) -> list[RegisteredResource]:
+        """Parents of `resource`, nearest first (the Stack itself is not recorded)."""
+        chain: list[RegisteredResource] = []
+        known = {r.urn: r for r in self.resources}
+        parent = resource.parent
+        while parent in known:
+            chain.append(known[parent])
+            parent = known[parent].parent
+        return chain
+
+
+class ProgramFailedError(AssertionError):
+    """The program raised where the test expected it to succeed."""
+
+
+def unwrap(value: Any) -> Any:
+    """Strip `Secret` markers from a recorded value."""
+    if isinstance(value, Secret):
+        return unwrap(value.value)
+    if isinstance(value, Mapping):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def plain_strings(value: Any) -> Iterator[str]:
+    """Every string in `value` that is not under a `Secret` marker (keys included)."""
+    if isinstance(value, Secret):
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield str(k)
+            yield from plain_strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from plain_strings(v)
+
+
+def _mark_secrets(value: Any) -> Any:
+    """Turn the wire format's secret wrappers into `Secret`."""
+    if isinstance(value, dict):
+        if value.get(_SIG_KEY) == _SECRET_SIG:
+            return Secret(_mark_secrets(value.get("value")))
+        return {k: _mark_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mark_secrets(v) for v in value]
+    return value
+
+
+def _stable_number(text: str, digits: int = 8) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10**digits
+
+
+def _split_txt(record: str) -> str:
+    """What the hcloud provider's `txt_record` function returns: 255-char quoted strings."""
+    if record.startswith('"') and record.endswith('"'):
+        return record
+    chunks = [record[i : i + 255] for i in range(0, len(record), 255)] or [""]
+    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+
+
+class MockCloud(pulumi.runtime.Mocks):
+    """Plausible provider answers: deterministic ids and outputs derived from names and inputs."""
+
+    def __init__(self, run: ProgramRun) -> None:
+        self.run = run
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = dict(args.inputs)
+        resource_id = str(_stable_number(f"{args.typ}::{args.name}"))
+        state: dict[str, Any] = dict(inputs)
+        typ = args.typ
+        if typ == "hcloud:index/primaryIp:PrimaryIp":
+            if inputs.get("type") == "ipv6":
+                state["ipAddress"] = MOCK_IPV6_PREFIX
+                state["ipNetwork"] = MOCK_IPV6_NETWORK
+            else:
+                state["ipAddress"] = MOCK_IPV4
+        elif typ == "hcloud:index/volume:Volume":
+            state["linuxDevice"] = f"/dev/disk/by-id/scsi-0HC_Volume_{resource_id}"
+        elif typ == "hcloud:index/server:Server":
+            state["ipv4Address"] = MOCK_IPV4
+            state["ipv6Address"] = MOCK_IPV6_PREFIX + "1"
+            state["ipv6Network"] = MOCK_IPV6_NETWORK
+            state["status"] = "running"
+        elif typ == "tls:index/privateKey:PrivateKey":
+            state.update(self._key_material(args.name, str(inputs.get("algorithm"))))
+        elif typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = f"mock-password-{args.name}-{_stable_number(args.name)}"
+        elif typ == "command:remote:Command":
+            state.setdefault("stdout", "")
+            state.setdefault("stderr", "")
+        return resource_id, state
+
+    @staticmethod
+    def _key_material(name: str, algorithm: str) -> dict[str, str]:
+        marker = f"MOCK-{algorithm}-{name}"
+        private_pem = f"-----BEGIN PRIVATE KEY-----\n{marker}\n-----END PRIVATE KEY-----\n"
+        private_openssh = (
+            f"-----BEGIN OPENSSH PRIVATE KEY-----\n{marker}\n-----END OPENSSH PRIVATE KEY-----\n"
+        )
+        public_openssh = (
+            MOCK_ED25519_PUBLIC if algorithm == "ED25519" else "ssh-rsa AAAAB3NzaC1yc2EAAAADAQAB"
+        )
+        return {
+            "privateKeyPem": private_pem,
+            "privateKeyPemPkcs8": private_pem,
+            "privateKeyOpenssh": private_openssh,
+            "publicKeyOpenssh": public_openssh + "\n",
+            "publicKeyPem": MOCK_RSA_PUBLIC_PEM,
+            "publicKeyFingerprintSha256": f"SHA256:{marker}",
+        }
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        self.run.invokes.append((args.token, dict(args.args)))
+        if args.token == "hcloud:index/txtRecord:txtRecord":
+            return {"result": _split_txt(str(args.args.get("record", "")))}, []
+        if args.token == "hcloud:index/idna:idna":
+            return {"result": str(args.args.get("domain", "")).encode("idna").decode()}, []
+        raise NotImplementedError(f"harness has no mock for invoke {args.token}")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, plus a record of every registration's options."""
+
+    def __init__(self, mocks: MockCloud, run: ProgramRun) -> None:
+        super().__init__(mocks)
+        self.run = run
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if request.type == "pulumi:pulumi:Stack":
+            return resource_pb2.RegisterResourceResponse(urn=urn)
+        _ensure_event_loop()
+        inputs = rpc.deserialize_properties(request.object)
+        resource_args = pulumi.runtime.MockResourceArgs(
+            typ=request.type,
+            name=request.name,
+            inputs=unwrap(_mark_secrets(inputs)),
+            provider=request.provider,
+            resource_id=request.importId,
+            custom=request.custom or False,
+        )
+        id_, state = self.mocks.new_resource(resource_args)
+        wire_state = {
+            k: ({_SIG_KEY: _SECRET_SIG, "value": v} if k in request.additionalSecretOutputs else v)
+            for k, v in state.items()
+        }
+        obj_proto = _sync_await(rpc.serialize_properties(wire_state, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, id_, state)
+        dependencies = set(request.dependencies)
+        for deps in request.propertyDependencies.values():
+            dependencies.update(deps.urns)
+        self.run.resources.append(
+            RegisteredResource(
+                type=request.type,
+                name=request.name,
+                urn=urn,
+                id=id_ or "",
+                custom=bool(request.custom),
+                parent=request.parent,
+                raw_inputs=_mark_secrets(inputs),
+                outputs=state,
+                protect=bool(request.protect),
+                ignore_changes=tuple(request.ignoreChanges),
+                depends_on=tuple(sorted(dependencies)),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_on_changes=tuple(request.replaceOnChanges),
+                additional_secret_outputs=tuple(request.additionalSecretOutputs),
+                retain_on_delete=bool(request.retainOnDelete),
+                deleted_with=request.deletedWith,
+                provider=request.provider,
+            )
+        )
+        return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
+
+
+def _config_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _qualified(key: str) -> str:
+    return key if ":" in key else f"mailman:{key}"
+
+
+async def _resolve_outputs(exports: Mapping[str, Any], run: ProgramRun) -> None:
+    for name, value in exports.items():
+        output = pulumi.Output.from_input(value)
+        run.outputs[name] = await output.future(with_unknowns=False)
+        if await output.is_secret():
+            run.secret_outputs.add(name)
+
+
+def _evaluate(
+    program: Path, config: Mapping[str, Any], secrets: Iterable[str], stack: str, preview: bool
+) -> ProgramRun:
+    run = ProgramRun()
+    mocks = MockCloud(run)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=preview, monitor=RecordingMonitor(mocks, run)
+    )
+    set_all_config(
+        {_qualified(k): _config_value(v) for k, v in config.items()},
+        [_qualified(k) for k in secrets],
+    )
+    SETTINGS.rpc_manager.clear()
+    SETTINGS.outputs.clear()
+
+    def program_body() -> None:
+        runpy.run_path(str(program), run_name="__main__")
+
+    try:
+        _sync_await(run_pulumi_func(program_body))
+        root = get_root_resource()
+        exports = dict(getattr(root, "outputs", {}))
+        _sync_await(_resolve_outputs(exports, run))
+    except Exception as error:  # handed to the caller to assert on
+        run.error = error
+    return run
+
+
+def run_failing_program(
+    config: Mapping[str, Any],
+    secrets: Iterable[str] = (),
+    *,
+    stack: str = "test",
+    preview: bool = False,
+    program: Path = MAIN,
+) -> ProgramRun:
+    """Evaluate the program once; any exception is returned in `ProgramRun.error`, not raised."""
+    previous_cwd = Path.cwd()
+    # Pulumi runs a program with the project directory as working directory; relative paths in
+    # config (e.g. `mailman:lists`) resolve against it.
+    os.chdir(REPO)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        # A fresh context per evaluation: the SDK keeps the root Stack and settings in contextvars.
+        context = contextvars.Context()
+        return context.run(_evaluate, program, config, secrets, stack, preview)
+    finally:
+        os.chdir(previous_cwd)
+
+
+def run_program(
+    config: Mapping[str, Any],
+    secrets: Iterable[str] = (),
+    *,
+    stack: str = "test",
+    preview: bool = False,
+    program: Path = MAIN,
+) -> ProgramRun:
+    """Evaluate the program once and return what it registered; raise if it failed."""
+    run = run_failing_program(config, secrets, stack=stack, preview=preview, program=program)
+    if run.error is not None:
+        raise ProgramFailedError(f"program failed: {run.error!r}") from run.error
+    return run
