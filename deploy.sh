@@ -83,9 +83,23 @@ if [[ "$backend" != https://* ]] &&
   export PULUMI_CONFIG_PASSPHRASE
 fi
 
+new_stack=false
 if ! pulumi stack select "$stack" --non-interactive 2>/dev/null; then
   pulumi stack init "$stack" --non-interactive
+  new_stack=true
 fi
+
+# True if every list address in lists.yaml is in one of the given domains.
+lists_fit() {
+  local address domain wanted
+  while read -r address; do
+    domain="${address#*@}"
+    for wanted in "$@"; do
+      [ "$domain" = "$wanted" ] && continue 2
+    done
+    return 1
+  done < <(sed -n 's/^[[:space:]]*-[[:space:]]*address:[[:space:]]*\([^[:space:]#]*\).*/\1/p' lists.yaml)
+}
 
 config() {
   pulumi config set --stack "$stack" --non-interactive "$@"
@@ -100,6 +114,18 @@ if [ "${#mail_domains[@]}" -gt 0 ]; then
   for i in "${!mail_domains[@]}"; do
     config --path "mailman:mailDomains[$i]" "${mail_domains[$i]}"
   done
+fi
+# The committed lists.yaml holds examples for example.org, which the program rightly refuses
+# for other mail domains. A new stack whose domains they do not fit starts with its own, empty
+# lists file instead, so the first `pulumi up` succeeds; add lists there later.
+if [ "$new_stack" = true ] && ! lists_fit "${mail_domains[@]:-$hostname}"; then
+  lists_file="lists.$stack.yaml"
+  if [ ! -e "$lists_file" ]; then
+    printf '%s\n' "# Mailing lists of stack $stack, in the format of lists.yaml." "lists: []" \
+      > "$lists_file"
+  fi
+  config mailman:lists "$lists_file"
+  echo "lists.yaml's example lists are not in your mail domains: stack $stack uses $lists_file."
 fi
 # Piped, so the token is in neither argv nor the shell history; stored encrypted.
 printf '%s' "$HCLOUD_TOKEN" | config --secret hcloud:token
