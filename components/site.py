@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
@@ -10,8 +12,11 @@ from components.deployment_document import deployment_document_text
 from components.dns import Dns
 from components.host import Host
 from components.lists import NormalizedList
+from components.mailman import MailmanReconcile, SocialApp, provider_display_name
+from components.nixos import NixosDeployment, SiteHealthCheck, host_secrets, read_nixos_tree
 from components.settings import Settings
 
+NIXOS_DIR = Path(__file__).resolve().parent.parent / "nixos"
 ADMIN_PASSWORD_LENGTH = 24
 REST_PASSWORD_LENGTH = 32
 DKIM_KEY_BITS = 2048
@@ -28,6 +33,9 @@ class MailmanSite(pulumi.ComponentResource):
     admin_password: pulumi.Output[str]
     rest_api_password: pulumi.Output[str]
     deployment_document: pulumi.Output[str]
+    deployment: NixosDeployment
+    reconcile: MailmanReconcile
+    health: SiteHealthCheck
 
     def __init__(
         self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
@@ -76,9 +84,51 @@ class MailmanSite(pulumi.ComponentResource):
             deploy_public_key=self.host.deploy_public_key,
         )
 
-        # Deploy chain seam: components/nixos.py (push + switch + health, rollback) and
-        # components/mailman.py (reconcile) are added here, after `self.host.nixos_ready`,
-        # using `self.host.connection` and the attributes above.
+        # Deploy chain: push nixos/ + deployment.json + secrets, switch with rollback
+        # (components/nixos.py), reconcile Mailman (components/mailman.py), final health check.
+        self.deployment = NixosDeployment(
+            f"{name}-nixos",
+            connection=self.host.connection,
+            nixos_ready=self.host.nixos_ready,
+            server_id=self.host.server.id,
+            files=read_nixos_tree(NIXOS_DIR),
+            deployment_document=self.deployment_document,
+            nixos_release=settings.nixos_release,
+            secrets=host_secrets(
+                rest_api_password=self.rest_api_password,
+                dkim_private_key_pem=self.dkim_private_key_pem,
+            ),
+            opts=child,
+        )
+        self.reconcile = MailmanReconcile(
+            f"{name}-reconcile",
+            connection=self.host.connection,
+            server_id=self.host.server.id,
+            depends_on=[self.deployment.ready],
+            hostname=settings.hostname,
+            mail_domains=settings.mail_domains,
+            admin_user=settings.admin_user,
+            admin_email=settings.admin_email,
+            admin_password=self.admin_password,
+            lists=self.lists,
+            social_apps=[
+                SocialApp(
+                    login.provider,
+                    provider_display_name(login.provider),
+                    login.client_id,
+                    login.client_secret,
+                )
+                for login in settings.social_logins
+            ],
+            opts=child,
+        )
+        self.health = SiteHealthCheck(
+            f"{name}-health",
+            connection=self.host.connection,
+            server_id=self.host.server.id,
+            depends_on=[self.reconcile.run],
+            opts=child,
+        )
 
         self.register_outputs(self.outputs())
 

@@ -1,0 +1,186 @@
+"""Post-deploy reconcile: one `mailman-reconcile` run on the host with the desired state on stdin.
+
+The desired-state document (docs/contracts.md section 5) holds passwords, so the resource that
+sends it is secret and logs nothing but the reconcile's summary. Its non-secret parts -- the
+normalized lists above all -- are also inputs of their own as readable YAML, so `pulumi preview
+--diff` shows a list edit line by line. The reconcile runs again only when one of them changes,
+or on a new server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_command as command
+import yaml
+
+from components.nixos import remote_command
+
+DESIRED_STATE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SocialApp:
+    """A django-allauth provider app (`mailman:socialLogins`)."""
+
+    provider: str
+    """allauth provider id, e.g. "github"."""
+    name: str
+    """Display name, e.g. "GitHub"."""
+    client_id: str
+    secret: pulumi.Input[str]
+    """The client secret; only ever inside the secret desired-state document."""
+
+
+# Display names of common django-allauth providers; others get their id capitalized.
+_PROVIDER_NAMES = {
+    "github": "GitHub",
+    "gitlab": "GitLab",
+    "google": "Google",
+    "openid_connect": "OpenID Connect",
+    "microsoft": "Microsoft",
+    "keycloak": "Keycloak",
+}
+
+
+def provider_display_name(provider: str) -> str:
+    """What the login page calls the provider, e.g. "GitHub" for "github"."""
+    return _PROVIDER_NAMES.get(provider, provider.replace("_", " ").title())
+
+
+def readable_yaml(value: object) -> str:
+    """Block-style YAML whose diff reads line by line.
+
+    Key order is kept: the normalized lists put `address` first, which makes a diff name its list.
+    """
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def public_state(
+    *,
+    hostname: str,
+    mail_domains: Sequence[str],
+    admin_user: str,
+    admin_email: str,
+    social_apps: Sequence[SocialApp],
+) -> dict[str, Any]:
+    """The desired state without lists and without secrets (what previews may show)."""
+    return {
+        "site": {"domain": hostname, "name": hostname},
+        "superuser": {"username": admin_user, "email": admin_email},
+        "mailDomains": list(mail_domains),
+        "webHost": hostname,
+        "socialApps": [
+            {"provider": app.provider, "name": app.name, "clientId": app.client_id}
+            for app in social_apps
+        ],
+    }
+
+
+def desired_state_document(
+    *,
+    hostname: str,
+    mail_domains: Sequence[str],
+    admin_user: str,
+    admin_email: str,
+    admin_password: pulumi.Input[str],
+    lists: Sequence[Mapping[str, Any]],
+    social_apps: Sequence[SocialApp],
+) -> pulumi.Output[str]:
+    """The section 5 JSON document, as a secret Output."""
+    public = public_state(
+        hostname=hostname,
+        mail_domains=mail_domains,
+        admin_user=admin_user,
+        admin_email=admin_email,
+        social_apps=social_apps,
+    )
+
+    def render(password: str, app_secrets: list[str]) -> str:
+        document = {
+            "version": DESIRED_STATE_VERSION,
+            "site": public["site"],
+            "superuser": {**public["superuser"], "password": password},
+            "mailDomains": public["mailDomains"],
+            "webHost": public["webHost"],
+            "lists": [dict(entry) for entry in lists],
+            "socialApps": [
+                {**app, "secret": secret}
+                for app, secret in zip(public["socialApps"], app_secrets, strict=True)
+            ],
+        }
+        return json.dumps(document, sort_keys=True)
+
+    secrets = pulumi.Output.all(*[app.secret for app in social_apps])
+    return pulumi.Output.secret(
+        pulumi.Output.all(admin_password, secrets).apply(lambda args: render(args[0], args[1]))
+    )
+
+
+class MailmanReconcile(pulumi.ComponentResource):
+    """Bring Mailman core and mailman-web to the desired state with `mailman-reconcile`."""
+
+    run: command.remote.Command
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection: command.remote.ConnectionArgs,
+        server_id: pulumi.Input[str],
+        depends_on: Sequence[pulumi.Resource],
+        hostname: str,
+        mail_domains: Sequence[str],
+        admin_user: str,
+        admin_email: str,
+        admin_password: pulumi.Input[str],
+        lists: Sequence[Mapping[str, Any]],
+        social_apps: Sequence[SocialApp] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """Args:
+        connection: `Host.connection` (pinned host key).
+        server_id: the server's id; a replaced server is reconciled again.
+        depends_on: what must be in place first (`NixosDeployment.ready`).
+        lists: the normalized lists (contracts section 6), sorted by address.
+        social_apps: allauth provider apps; their secrets stay inside the secret document.
+        """
+        super().__init__("mailman:mailman:MailmanReconcile", name, {}, opts)
+        document = desired_state_document(
+            hostname=hostname,
+            mail_domains=mail_domains,
+            admin_user=admin_user,
+            admin_email=admin_email,
+            admin_password=admin_password,
+            lists=lists,
+            social_apps=social_apps,
+        )
+        public = public_state(
+            hostname=hostname,
+            mail_domains=mail_domains,
+            admin_user=admin_user,
+            admin_email=admin_email,
+            social_apps=social_apps,
+        )
+        self.run = remote_command(
+            f"{name}-run",
+            connection=connection,
+            parent=self,
+            depends_on=depends_on,
+            create="mailman-reconcile",
+            stdin=document,
+            # Readable copies of the non-secret desired state: previews diff these as text.
+            triggers=[
+                readable_yaml({"lists": [dict(entry) for entry in lists]}),
+                readable_yaml(public),
+                server_id,
+            ],
+            secret=True,
+            # The summary on stdout is all that is logged; stderr could echo input on a crash.
+            logging=command.remote.Logging.STDOUT,
+        )
+        self.register_outputs({"summary": self.run.stdout})

@@ -1,0 +1,363 @@
+"""Push the NixOS configuration to the host, switch to it safely, and check the site's health.
+
+Every remote step is a `command.remote.Command` over the host's pinned SSH connection
+(docs/contracts.md section 3), created only after the host answers as NixOS (`nixos_ready`), so
+the installer's reboot never fails a command. Files travel as `stdin`, which makes each file's
+text an input of the resource that writes it: `pulumi preview --diff` shows the changed Nix lines.
+
+No command here has a `delete`: deleting or replacing a resource must never undo a deploy on a
+live host. Files dropped from `nixos/` are removed by the switch script, which remembers what it
+was given (components/scripts/switch-with-rollback.sh, `prune_files`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_command as command
+
+ETC_NIXOS = "/etc/nixos"
+STATE_DIR = "/var/lib/mailman-site"
+SECRETS_DIR = f"{STATE_DIR}/secrets"
+SWITCH_SCRIPT = Path(__file__).parent / "scripts" / "switch-with-rollback.sh"
+SWITCH_SCRIPT_ON_HOST = f"{STATE_DIR}/bin/switch-with-rollback.sh"
+DEPLOYMENT_DOCUMENT = "deployment.json"
+
+# Parts of nixos/ that are not host configuration: local build and editor leftovers.
+_NOT_PUSHED_DIRS = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", "result"})
+_NOT_PUSHED_SUFFIXES = (".pyc", ".swp", "~")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_.+-]+(/[A-Za-z0-9_.+-]+)*$")
+
+
+def read_nixos_tree(root: Path) -> dict[str, str]:
+    """Every file of `root` (the repository's nixos/) the host needs, by path relative to `root`.
+
+    nixos/tests/ is excluded (contracts section 4): the VM test runs on a developer's machine.
+    """
+    files: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if (
+            not path.is_file()
+            or relative.parts[0] == "tests"
+            or _NOT_PUSHED_DIRS.intersection(relative.parts)
+            or path.name.endswith(_NOT_PUSHED_SUFFIXES)
+        ):
+            continue
+        files[relative.as_posix()] = path.read_text(encoding="utf-8")
+    return files
+
+
+def configuration_digest(files: Mapping[str, str], deployment_document: str) -> str:
+    """A content hash of everything `nixos-rebuild` reads from /etc/nixos that we push.
+
+    File names are part of it, so adding, removing or renaming a module changes it too.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path}\0{len(files[path])}\0".encode())
+        digest.update(files[path].encode())
+    digest.update(f"{DEPLOYMENT_DOCUMENT}\0".encode())
+    digest.update(deployment_document.encode())
+    return digest.hexdigest()
+
+
+def write_file_command(
+    target: str,
+    *,
+    mode: str = "0644",
+    dir_mode: str = "0755",
+    restart_units: Sequence[str] = (),
+) -> str:
+    """A shell command that atomically replaces `target` with its stdin.
+
+    The new content goes to a temp file in the same directory (created under a umask that keeps
+    it private from the first byte) and is renamed over the target, so a dropped connection never
+    leaves half a file. With `restart_units`, those units are restarted when the content changed
+    on a host that already runs NixOS services (e.g. a rotated secret); they don't exist yet on
+    the first deploy and the switch starts them anyway.
+    """
+    directory = shlex.quote(str(Path(target).parent))
+    quoted = shlex.quote(target)
+    lines = [
+        "set -eu",
+        "umask 077",
+        f"mkdir -p {directory}",
+        f"chmod {dir_mode} {directory}",
+        f"tmp=$(mktemp {directory}/.incoming.XXXXXX)",
+        "trap 'rm -f \"$tmp\"' EXIT",
+        'cat >"$tmp"',
+        f'chmod {mode} "$tmp"',
+    ]
+    if restart_units:
+        units = " ".join(shlex.quote(unit) for unit in restart_units)
+        lines += [
+            f'if cmp -s "$tmp" {quoted}; then changed=""; else changed=1; fi',
+            f'mv -f "$tmp" {quoted}',
+            f'if [ -n "$changed" ] && [ -d /run/systemd/system ]; then '
+            f"systemctl try-restart {units} || true; fi",
+        ]
+    else:
+        lines.append(f'mv -f "$tmp" {quoted}')
+    return "\n".join(lines) + "\n"
+
+
+def _check_pushable(path: str) -> None:
+    if not _SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
+        raise pulumi.RunError(
+            f"nixos/{path}: file names in nixos/ must be letters, digits, '_', '.', '+', '-'"
+        )
+
+
+def remote_command(
+    resource_name: str,
+    *,
+    connection: command.remote.ConnectionArgs,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource],
+    create: str,
+    triggers: Sequence[pulumi.Input[str]],
+    stdin: pulumi.Input[str] | None = None,
+    secret: bool = False,
+    logging: command.remote.Logging | None = None,
+) -> command.remote.Command:
+    """A command run once over SSH, again only when `create`, `stdin` or `triggers` change.
+
+    `secret`: `stdin` carries a secret; it is sent marked secret, nothing is logged unless
+    `logging` says otherwise, and stdin/stdout/stderr are secret outputs. Previous output is never
+    put into the next run's environment.
+    """
+    secret_outputs = ["stdin", "stdout", "stderr"] if secret else []
+    if secret and logging is None:
+        logging = command.remote.Logging.NONE
+    if secret and logging == command.remote.Logging.STDOUT:
+        secret_outputs.remove("stdout")
+    return command.remote.Command(
+        resource_name,
+        connection=connection,
+        add_previous_output_in_env=False,
+        create=create,
+        stdin=pulumi.Output.secret(stdin) if secret and stdin is not None else stdin,
+        triggers=list(triggers),
+        logging=logging,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=list(depends_on),
+            additional_secret_outputs=secret_outputs,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class HostSecret:
+    """A secret the NixOS configuration reads from a root-only file (contracts section 4)."""
+
+    file_name: str
+    """Name inside /var/lib/mailman-site/secrets/."""
+    value: pulumi.Input[str]
+    """The secret; sent on stdin only, and marked secret in state."""
+    restart_units: tuple[str, ...] = ()
+    """Units that read the file and must restart when it changes."""
+
+
+def host_secrets(
+    *, rest_api_password: pulumi.Input[str], dkim_private_key_pem: pulumi.Input[str]
+) -> list[HostSecret]:
+    """The secret files of contracts section 4, with the units that must see a new value.
+
+    The REST password is substituted into /etc/mailman.cfg by mailman-settings and read by core
+    and the web app; the DKIM key needs nothing here, a path unit in nixos/dkim.nix restarts
+    OpenDKIM when the file changes.
+    """
+    return [
+        HostSecret(
+            "rest-api-password",
+            rest_api_password,
+            ("mailman-settings.service", "mailman.service", "mailman-uwsgi.service"),
+        ),
+        HostSecret("dkim-private-key.pem", dkim_private_key_pem),
+    ]
+
+
+class NixosDeployment(pulumi.ComponentResource):
+    """Push nixos/, the deployment document and host secrets, then switch with rollback.
+
+    `ready` completes once the host runs the pushed configuration and it passed
+    `mailman-site-health` (after a reboot, when the change needed one).
+    """
+
+    switch: command.remote.Command
+    ready: command.remote.Command
+    configuration_digest: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection: command.remote.ConnectionArgs,
+        nixos_ready: pulumi.Resource,
+        server_id: pulumi.Input[str],
+        files: Mapping[str, str],
+        deployment_document: pulumi.Input[str],
+        nixos_release: str,
+        secrets: Sequence[HostSecret],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        """Args:
+        connection: `Host.connection` (pinned host key).
+        nixos_ready: `Host.nixos_ready`; nothing here runs before it.
+        server_id: the server's id; a replaced server gets everything pushed and switched again.
+        files: nixos/ as `read_nixos_tree` returns it.
+        deployment_document: the JSON text of /etc/nixos/deployment.json (no secrets in it).
+        nixos_release: the channel the host follows, e.g. "nixos-26.05".
+        secrets: root-only files under /var/lib/mailman-site/secrets.
+        """
+        super().__init__("mailman:nixos:NixosDeployment", name, {}, opts)
+        for path in files:
+            _check_pushable(path)
+        if DEPLOYMENT_DOCUMENT in files:
+            raise pulumi.RunError(
+                f"nixos/{DEPLOYMENT_DOCUMENT}: this file is generated by the program; remove it"
+            )
+
+        def remote(
+            role: str,
+            depends_on: Sequence[pulumi.Resource],
+            create: str,
+            triggers: Sequence[pulumi.Input[str]],
+            stdin: pulumi.Input[str] | None = None,
+            *,
+            secret: bool = False,
+        ) -> command.remote.Command:
+            return remote_command(
+                f"{name}-{role}",
+                connection=connection,
+                parent=self,
+                depends_on=depends_on,
+                create=create,
+                triggers=triggers,
+                stdin=stdin,
+                secret=secret,
+            )
+
+        # Configuration files: one resource per file, the text as stdin, so a diff is per file.
+        pushed = [
+            remote(
+                f"file-{path}",
+                [nixos_ready],
+                write_file_command(f"{ETC_NIXOS}/{path}"),
+                [server_id],
+                stdin=text,
+            )
+            for path, text in sorted(files.items())
+        ]
+        pushed.append(
+            remote(
+                f"file-{DEPLOYMENT_DOCUMENT}",
+                [nixos_ready],
+                write_file_command(f"{ETC_NIXOS}/{DEPLOYMENT_DOCUMENT}"),
+                [server_id],
+                stdin=deployment_document,
+            )
+        )
+        # Secrets: stdin only (never argv or environment), nothing logged, every output secret.
+        pushed += [
+            remote(
+                f"secret-{secret.file_name}",
+                [nixos_ready],
+                write_file_command(
+                    f"{SECRETS_DIR}/{secret.file_name}",
+                    mode="0600",
+                    dir_mode="0700",
+                    restart_units=secret.restart_units,
+                ),
+                [server_id],
+                stdin=secret.value,
+                secret=True,
+            )
+            for secret in secrets
+        ]
+        # The deploy procedure itself; editing it does not re-run the switch.
+        script = remote(
+            "switch-script",
+            [nixos_ready],
+            write_file_command(SWITCH_SCRIPT_ON_HOST, mode="0700", dir_mode="0700"),
+            [server_id],
+            stdin=SWITCH_SCRIPT.read_text(encoding="utf-8"),
+        )
+
+        self.configuration_digest = pulumi.Output.from_input(deployment_document).apply(
+            lambda document: configuration_digest(files, document)
+        )
+        # Content hashes, not timestamps: the switch runs when the configuration, the release or
+        # the server changes, and never on a plain re-run.
+        triggers: list[pulumi.Input[str]] = [self.configuration_digest, nixos_release, server_id]
+        managed = " ".join(shlex.quote(path) for path in sorted(files))
+        self.switch = remote(
+            "switch",
+            [*pushed, script],
+            f"bash {SWITCH_SCRIPT_ON_HOST} apply {shlex.quote(nixos_release)} {managed}",
+            triggers,
+        )
+        # After a boot-path switch the host reboots; this connects again through the connection's
+        # dial retries and checks the rebooted host (or confirms the live switch).
+        self.ready = remote(
+            "switch-verify", [self.switch], f"bash {SWITCH_SCRIPT_ON_HOST} verify", triggers
+        )
+        self.register_outputs(
+            {"configurationDigest": self.configuration_digest, "switchOutput": self.switch.stdout}
+        )
+
+
+_WARNING = re.compile(r"\bwarn(ing)?\b", re.IGNORECASE)
+
+
+def outbound_warnings(output: str) -> list[str]:
+    """Lines of `mailman-site-health --outbound` output that are warnings (e.g. port 25 blocked)."""
+    return [line.strip() for line in output.splitlines() if _WARNING.search(line)]
+
+
+class SiteHealthCheck(pulumi.ComponentResource):
+    """The final check: `mailman-site-health`, then `--outbound`, whose problems only warn.
+
+    Hetzner blocks outbound port 25 on new projects; the site is healthy without it, but mail
+    cannot leave, so the unblock hint is surfaced as a Pulumi warning instead of failing.
+    """
+
+    check: command.remote.Command
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection: command.remote.ConnectionArgs,
+        server_id: pulumi.Input[str],
+        depends_on: Sequence[pulumi.Resource],
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("mailman:nixos:SiteHealthCheck", name, {}, opts)
+        self.check = remote_command(
+            f"{name}-check",
+            connection=connection,
+            parent=self,
+            depends_on=depends_on,
+            create=(
+                "set -e\n"
+                "mailman-site-health\n"
+                "mailman-site-health --outbound"
+                ' || echo "WARNING: the outbound SMTP check did not complete (exit $?)"\n'
+            ),
+            triggers=[server_id],
+        )
+        self.check.stdout.apply(self._warn)
+        self.register_outputs({"output": self.check.stdout})
+
+    def _warn(self, output: str | None) -> None:
+        for line in outbound_warnings(output or ""):
+            pulumi.log.warn(line, resource=self)

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# Activate the configuration in /etc/nixos and prove it healthy, or put the previous generation
+# back. Runs on the host as root; the deploy chain sends it over SSH (components/nixos.py).
+#
+#   switch-with-rollback.sh apply RELEASE [MANAGED_FILE...]
+#     Drop files an earlier deploy pushed that are no longer managed, point the `nixos` channel at
+#     RELEASE, build, then either switch live and run `mailman-site-health` (rolling back to the
+#     previous generation if the switch or the check fails), or -- when the kernel, initrd or
+#     kernel parameters change -- make the new generation the boot default and schedule a reboot.
+#   switch-with-rollback.sh verify
+#     After apply: fail unless the running system is the one apply built. After a boot-path apply
+#     it runs the health check on the rebooted host and rolls back if it fails.
+#
+# The build is activated the way nixos-rebuild does it (set the system profile, then
+# switch-to-configuration), so the closure that is inspected for a kernel change is exactly the one
+# that is activated, and a rollback returns to the exact generation that ran before.
+set -euo pipefail
+
+# Paths are overridable so tests can run this script against a fake system in a temp dir.
+PROFILE=${MAILMAN_SITE_PROFILE:-/nix/var/nix/profiles/system}
+CURRENT_SYSTEM=${MAILMAN_SITE_CURRENT_SYSTEM:-/run/current-system}
+BOOTED_SYSTEM=${MAILMAN_SITE_BOOTED_SYSTEM:-/run/booted-system}
+ETC_NIXOS=${MAILMAN_SITE_ETC_NIXOS:-/etc/nixos}
+STATE_DIR=${MAILMAN_SITE_STATE_DIR:-/var/lib/mailman-site/deploy}
+HEALTH_TIMEOUT=${MAILMAN_SITE_HEALTH_TIMEOUT:-300}
+HEALTH_INTERVAL=${MAILMAN_SITE_HEALTH_INTERVAL:-10}
+REBOOT_DELAY=${MAILMAN_SITE_REBOOT_DELAY:-5}
+LOG_LINES=${MAILMAN_SITE_LOG_LINES:-40}
+
+MANIFEST=$STATE_DIR/managed-files    # files of nixos/ the last apply pushed
+WANTED=$STATE_DIR/wanted-system      # store path of the system the last apply built
+PENDING=$STATE_DIR/pending-boot      # present between a boot-path apply and its verify
+FAILURE=$STATE_DIR/last-failure      # why the wanted system is not running
+
+say() { printf 'switch: %s\n' "$*"; }
+fail() { printf 'switch: FAILED: %s\n' "$*" >&2; }
+
+generation_link() { readlink "$PROFILE"; }
+generation_number() { local link=$1; link=${link##*/}; link=${link#*-}; printf '%s\n' "${link%-link}"; }
+
+# The tail of everything that explains a failure: the build/activation output and the journal of
+# each failed unit. Goes to stderr so it ends up in the error Pulumi prints.
+show_logs() {
+  local log=$1 unit units
+  {
+    if [ -s "$log" ]; then
+      printf -- '--- last %s lines of %s\n' "$LOG_LINES" "$2"
+      tail -n "$LOG_LINES" "$log"
+    fi
+    units=$(systemctl list-units --failed --no-legend --plain --type=service 2>/dev/null \
+      | awk '{print $1}') || units=""
+    for unit in $units; do
+      printf -- '--- journalctl -u %s (last %s lines)\n' "$unit" "$LOG_LINES"
+      journalctl -u "$unit" -n "$LOG_LINES" --no-pager 2>&1 || true
+    done
+  } >&2
+}
+
+health_check() {
+  local log=$1 deadline
+  deadline=$(( $(date +%s) + HEALTH_TIMEOUT ))
+  hash -r  # the new generation may bring a new mailman-site-health
+  until mailman-site-health >"$log" 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      cat "$log"
+      return 1
+    fi
+    sleep "$HEALTH_INTERVAL"
+  done
+  cat "$log"
+}
+
+# Removing a module from nixos/ must remove it from /etc/nixos too; only files this script was
+# told about before are ever removed, so nixos-infect's hardware-configuration.nix stays.
+prune_files() {
+  local path
+  for path in "$@"; do
+    case "/$path/" in
+      */../*|*/./*|//*) fail "refusing managed file path '$path'"; exit 2 ;;
+    esac
+  done
+  if [ -f "$MANIFEST" ]; then
+    while IFS= read -r path; do
+      [ -n "$path" ] || continue
+      if ! printf '%s\n' "$@" | grep -Fxq -- "$path"; then
+        say "removing $ETC_NIXOS/$path (no longer in nixos/)"
+        rm -f -- "${ETC_NIXOS:?}/$path"
+      fi
+    done <"$MANIFEST"
+  fi
+  printf '%s\n' "$@" >"$MANIFEST.new"
+  mv -f "$MANIFEST.new" "$MANIFEST"
+}
+
+# Point the `nixos` channel at RELEASE; prints "changed" when it had to.
+ensure_channel() {
+  local release=$1 current
+  current=$(nix-channel --list | awk '$1 == "nixos" {print $2}')
+  if [ "${current##*/}" = "$release" ]; then
+    return 0
+  fi
+  say "nixos channel: ${current:-unset} -> https://channels.nixos.org/$release" >&2
+  nix-channel --add "https://channels.nixos.org/$release" nixos >&2
+  nix-channel --update nixos >&2
+  echo changed
+}
+
+# A new kernel, initrd, kernel modules or kernel parameters only take effect after a reboot.
+needs_reboot() {
+  local new=$1 booted part
+  [ -e "$BOOTED_SYSTEM" ] || return 1
+  booted=$(readlink -f "$BOOTED_SYSTEM")
+  for part in kernel initrd kernel-modules; do
+    if [ "$(readlink -f "$new/$part")" != "$(readlink -f "$booted/$part")" ]; then
+      say "$part changes: a reboot is needed"
+      return 0
+    fi
+  done
+  if ! cmp -s "$new/kernel-params" "$booted/kernel-params"; then
+    say "kernel parameters change: a reboot is needed"
+    return 0
+  fi
+  return 1
+}
+
+# Make generation GEN the profile's current one again and activate it with ACTION (switch|boot).
+restore_generation() {
+  local gen=$1 action=$2
+  say "rolling back to generation $gen ($action)"
+  nix-env --profile "$PROFILE" --switch-generation "$gen"
+  "$PROFILE/bin/switch-to-configuration" "$action"
+}
+
+apply() {
+  local release=$1 prev_link prev_gen new channel_changed log
+  shift
+  mkdir -p "$STATE_DIR"
+  chmod 0700 "$STATE_DIR"
+  log=$WORKDIR/output.log
+
+  prune_files "$@"
+  channel_changed=$(ensure_channel "$release")
+
+  prev_link=$(generation_link)
+  prev_gen=$(generation_number "$prev_link")
+  say "building $ETC_NIXOS/configuration.nix ($release); running generation $prev_gen"
+  if ! (cd "$WORKDIR" && nixos-rebuild build) >"$log" 2>&1; then
+    fail "nixos-rebuild build failed; nothing was activated, generation $prev_gen keeps running"
+    [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+    show_logs "$log" "nixos-rebuild build"
+    exit 1
+  fi
+  new=$(readlink -f "$WORKDIR/result")
+  printf '%s\n' "$new" >"$WANTED"
+  rm -f "$FAILURE" "$PENDING"
+
+  if [ "$new" = "$(readlink -f "$CURRENT_SYSTEM")" ]; then
+    say "the build is the running system ($new); nothing to activate"
+  elif needs_reboot "$new"; then
+    nix-env --profile "$PROFILE" --set "$new"
+    if ! "$new/bin/switch-to-configuration" boot >"$log" 2>&1; then
+      fail "switch-to-configuration boot failed; restoring generation $prev_gen as boot default"
+      restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
+      [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+      show_logs "$log" "switch-to-configuration boot"
+      exit 1
+    fi
+    # Reboot after this session has returned its exit status, and refuse new SSH sessions until
+    # then (sshd's KillMode=process keeps this one), so the `verify` that follows connects only
+    # to the rebooted host -- through the connection's dial retries.
+    if ! systemd-run --unit=mailman-site-reboot --on-active="${REBOOT_DELAY}s" \
+        systemctl reboot >"$log" 2>&1; then
+      fail "could not schedule the reboot; restoring generation $prev_gen as boot default"
+      restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
+      [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+      show_logs "$log" "systemd-run"
+      exit 1
+    fi
+    printf '%s %s\n' "$prev_gen" "${channel_changed:-unchanged}" >"$PENDING"
+    systemctl stop sshd.service sshd.socket >/dev/null 2>&1 || true
+    say "new generation is the boot default; rebooting in ${REBOOT_DELAY}s"
+    return 0
+  else
+    nix-env --profile "$PROFILE" --set "$new"
+    if ! "$new/bin/switch-to-configuration" switch >"$log" 2>&1; then
+      fail "switch-to-configuration switch failed"
+      show_logs "$log" "switch-to-configuration switch"
+      rollback_live "$prev_gen" "$channel_changed" "the switch failed"
+      exit 1
+    fi
+    cat "$log"
+  fi
+
+  if ! health_check "$log"; then
+    fail "mailman-site-health failed after the switch"
+    show_logs "$log" "mailman-site-health"
+    rollback_live "$prev_gen" "$channel_changed" "mailman-site-health failed"
+    exit 1
+  fi
+  say "generation $(generation_number "$(generation_link)") is active and healthy"
+}
+
+rollback_live() {
+  local gen=$1 channel_changed=$2 reason=$3
+  if restore_generation "$gen" switch >&2; then
+    fail "$reason; rolled back, generation $gen is serving again"
+  else
+    fail "$reason; rollback to generation $gen ALSO failed -- log in and run" \
+      "'nix-env -p $PROFILE --switch-generation $gen && $PROFILE/bin/switch-to-configuration switch'"
+  fi
+  [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+  printf '%s; rolled back to generation %s\n' "$reason" "$gen" >"$FAILURE"
+}
+
+verify() {
+  local wanted current prev_gen channel_changed log
+  if [ ! -f "$WANTED" ]; then
+    fail "no deploy recorded in $WANTED; run apply first"
+    exit 1
+  fi
+  wanted=$(cat "$WANTED")
+  current=$(readlink -f "$CURRENT_SYSTEM")
+
+  if [ ! -f "$PENDING" ]; then
+    if [ "$current" != "$wanted" ]; then
+      fail "the host runs $current, not the deployed $wanted" \
+        "($(cat "$FAILURE" 2>/dev/null || echo 'changed outside the deploy'))"
+      exit 1
+    fi
+    say "running the deployed system $wanted"
+    return 0
+  fi
+
+  read -r prev_gen channel_changed <"$PENDING"
+  [ "$channel_changed" != unchanged ] || channel_changed=""
+  rm -f "$PENDING"
+  log=$WORKDIR/health.log
+  if [ "$(readlink -f "$BOOTED_SYSTEM")" != "$wanted" ]; then
+    fail "the host booted $(readlink -f "$BOOTED_SYSTEM"), not the new generation $wanted;" \
+      "check the boot log in the Hetzner console"
+    restore_generation "$prev_gen" boot >&2 || true
+    [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+    printf 'the new generation did not boot\n' >"$FAILURE"
+    show_logs /dev/null ""
+    exit 1
+  fi
+  if ! health_check "$log"; then
+    fail "mailman-site-health failed after the reboot"
+    show_logs "$log" "mailman-site-health"
+    rollback_live "$prev_gen" "$channel_changed" "mailman-site-health failed after the reboot"
+    fail "generation $prev_gen runs on the new kernel until the next reboot"
+    exit 1
+  fi
+  say "rebooted into $wanted; healthy"
+}
+
+WORKDIR=$(mktemp -d)
+trap 'rm -rf "$WORKDIR"' EXIT
+
+case "${1:-}" in
+  apply)
+    [ $# -ge 2 ] || { fail "usage: $0 apply RELEASE [MANAGED_FILE...]"; exit 2; }
+    shift
+    apply "$@"
+    ;;
+  verify) verify ;;
+  *) fail "usage: $0 apply RELEASE [MANAGED_FILE...] | verify"; exit 2 ;;
+esac

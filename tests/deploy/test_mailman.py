@@ -1,0 +1,77 @@
+"""components/mailman.py: the desired-state document (docs/contracts.md section 5)."""
+
+import json
+
+import pulumi
+import pytest
+
+from components.mailman import SocialApp, desired_state_document, readable_yaml
+
+LISTS = [
+    {
+        "address": "announce@example.org",
+        "absent": False,
+        "style": "legacy-announce",
+        "owners": ["postmaster@example.org"],
+        "moderators": [],
+        "settings": {"display_name": "Announcements"},
+    },
+    {"address": "old@example.org", "absent": True},
+]
+
+
+@pytest.fixture
+def document() -> pulumi.Output[str]:
+    return desired_state_document(
+        hostname="lists.example.org",
+        mail_domains=["example.org"],
+        admin_user="admin",
+        admin_email="postmaster@example.org",
+        admin_password=pulumi.Output.secret("pw"),
+        lists=LISTS,
+        social_apps=[SocialApp("github", "GitHub", "client-1", pulumi.Output.secret("gh"))],
+    )
+
+
+@pulumi.runtime.test
+def test_document_has_exactly_the_contract_fields(document):
+    def check(text: str) -> None:
+        assert json.loads(text) == {
+            "version": 1,
+            "site": {"domain": "lists.example.org", "name": "lists.example.org"},
+            "superuser": {"username": "admin", "email": "postmaster@example.org", "password": "pw"},
+            "mailDomains": ["example.org"],
+            "webHost": "lists.example.org",
+            "lists": LISTS,
+            "socialApps": [
+                {"provider": "github", "name": "GitHub", "clientId": "client-1", "secret": "gh"}
+            ],
+        }
+
+    return document.apply(check)
+
+
+@pulumi.runtime.test
+def test_document_is_secret_even_if_the_password_is_not(document):
+    plain = desired_state_document(
+        hostname="lists.example.org",
+        mail_domains=["example.org"],
+        admin_user="admin",
+        admin_email="postmaster@example.org",
+        admin_password="not-marked",
+        lists=[],
+        social_apps=[],
+    )
+
+    def check(secret: bool) -> None:
+        assert secret
+
+    return pulumi.Output.from_input(plain.is_secret()).apply(check)
+
+
+def test_readable_yaml_puts_one_setting_per_line():
+    text = readable_yaml({"lists": LISTS[:1]})
+
+    assert text.startswith("lists:\n- address: announce@example.org\n")
+    assert "    display_name: Announcements\n" in text
+    assert "{" not in text

@@ -1,0 +1,153 @@
+"""components/nixos.py helpers: what is pushed, how files are written, what counts as a warning."""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.nixos import (
+    configuration_digest,
+    outbound_warnings,
+    read_nixos_tree,
+    write_file_command,
+)
+
+
+def run_shell(script: str, stdin: str, path: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = f"{path}:{env['PATH']}"
+    return subprocess.run(
+        ["bash", "-c", script], input=stdin, text=True, capture_output=True, env=env, check=False
+    )
+
+
+def test_read_nixos_tree_skips_the_vm_tests_and_build_leftovers(tmp_path):
+    for name in (
+        "configuration.nix",
+        "modules/postfix.nix",
+        "mailman_reconcile.py",
+        "tests/mailman.nix",
+        "__pycache__/mailman_reconcile.cpython-311.pyc",
+        "mailman.nix~",
+    ):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n")
+
+    files = read_nixos_tree(tmp_path)
+
+    assert files == {
+        "configuration.nix": "# configuration.nix\n",
+        "mailman_reconcile.py": "# mailman_reconcile.py\n",
+        "modules/postfix.nix": "# modules/postfix.nix\n",
+    }
+
+
+def test_the_repository_nixos_dir_is_readable():
+    files = read_nixos_tree(Path(__file__).resolve().parents[2] / "nixos")
+
+    assert not any(path.startswith("tests/") for path in files)
+
+
+def test_digest_changes_with_content_and_with_file_names():
+    base = configuration_digest({"a.nix": "{ }"}, "{}")
+
+    assert configuration_digest({"a.nix": "{ }"}, "{}") == base
+    assert configuration_digest({"a.nix": "{ x = 1; }"}, "{}") != base
+    assert configuration_digest({"b.nix": "{ }"}, "{}") != base
+    assert configuration_digest({"a.nix": "{ }"}, '{"hostname": "x"}') != base
+    # Moving text between files is a change, even if the concatenation is the same.
+    assert configuration_digest({"a.nix": "ab", "b.nix": ""}, "") != configuration_digest(
+        {"a.nix": "a", "b.nix": "b"}, ""
+    )
+
+
+def test_write_file_command_writes_stdin_to_the_target(tmp_path):
+    target = tmp_path / "etc" / "nixos" / "modules" / "mailman.nix"
+
+    result = run_shell(write_file_command(str(target)), "{ services.mailman.enable = true; }\n")
+
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == "{ services.mailman.enable = true; }\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["mailman.nix"]  # no temp file left
+
+
+def test_write_file_command_makes_secrets_root_only(tmp_path):
+    target = tmp_path / "secrets" / "rest-api-password"
+
+    result = run_shell(write_file_command(str(target), mode="0600", dir_mode="0700"), "s3cret\n")
+
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == "s3cret\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
+
+
+def test_write_file_command_replaces_an_existing_file(tmp_path):
+    target = tmp_path / "deployment.json"
+    target.write_text("old")
+
+    run_shell(write_file_command(str(target)), "new")
+
+    assert target.read_text() == "new"
+
+
+@pytest.fixture
+def fake_systemd(tmp_path):
+    """A fake `systemctl` that records its arguments; /run/systemd/system exists on the runner
+    only if it runs systemd, so the restart branch is checked through the command text too."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "systemctl.log"
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    return bin_dir, log
+
+
+def test_a_changed_secret_restarts_its_readers_only_when_it_changed(tmp_path, fake_systemd):
+    bin_dir, log = fake_systemd
+    target = tmp_path / "secrets" / "rest-api-password"
+    script = write_file_command(
+        str(target), mode="0600", dir_mode="0700", restart_units=("mailman.service",)
+    ).replace("[ -d /run/systemd/system ]", "true")
+
+    run_shell(script, "one", path=str(bin_dir))
+    run_shell(script, "one", path=str(bin_dir))
+    run_shell(script, "two", path=str(bin_dir))
+
+    assert log.read_text().splitlines() == [
+        "try-restart mailman.service",
+        "try-restart mailman.service",
+    ]
+    assert target.read_text() == "two"
+
+
+def test_file_names_with_shell_syntax_are_quoted(tmp_path):
+    target = tmp_path / "odd name;touch pwned.nix"
+
+    result = run_shell(write_file_command(str(target)), "x")
+
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == "x"
+    assert not (Path.cwd() / "pwned.nix").exists()
+
+
+def test_outbound_warnings_picks_the_health_checks_warn_lines():
+    output = (  # the format of nixos/scripts/mailman-site-health.sh
+        "ok    smtp        220 lists.example.org ESMTP Postfix\n"
+        "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked.\n"
+        "WARN  outbound    Hetzner Cloud blocks ports 25 and 465 on new projects; once the first\n"
+        "ok    rest        200\n"
+    )
+
+    assert outbound_warnings(output) == [
+        "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked.",
+        "WARN  outbound    Hetzner Cloud blocks ports 25 and 465 on new projects; once the first",
+    ]
+
+
+def test_outbound_warnings_ignores_words_that_merely_contain_warn():
+    assert outbound_warnings("ok   forewarned: nothing to see\n") == []

@@ -1,0 +1,60 @@
+"""shellcheck on every shell script of the deploy chain, and on the commands it generates."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.nixos import write_file_command
+
+SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "components" / "scripts").glob("*.sh"))
+
+
+@pytest.fixture(scope="module")
+def shellcheck() -> str:
+    path = shutil.which("shellcheck")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed (apt package shellcheck)")
+        pytest.skip("shellcheck is not installed")
+    return path
+
+
+def check(shellcheck: str, path: Path) -> None:
+    result = subprocess.run(
+        [shellcheck, "--severity=style", "--external-sources", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_there_are_scripts_to_check():
+    assert "switch-with-rollback.sh" in [p.name for p in SCRIPTS]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_script_passes_shellcheck(shellcheck, script):
+    check(shellcheck, script)
+
+
+@pytest.mark.parametrize(
+    "generated",
+    [
+        write_file_command("/etc/nixos/modules/mailman.nix"),
+        write_file_command(
+            "/var/lib/mailman-site/secrets/rest-api-password",
+            mode="0600",
+            dir_mode="0700",
+            restart_units=("mailman.service", "mailman-uwsgi.service"),
+        ),
+    ],
+    ids=["file", "secret"],
+)
+def test_generated_commands_pass_shellcheck(shellcheck, tmp_path, generated):
+    path = tmp_path / "command.sh"
+    path.write_text("#!/bin/sh\n" + generated)
+    check(shellcheck, path)

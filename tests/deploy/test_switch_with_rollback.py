@@ -1,0 +1,247 @@
+"""switch-with-rollback.sh, run for real with fake NixOS commands on PATH (see fake_nixos.py)."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.fake_nixos import FakeHost
+
+FILES = ("configuration.nix", "mailman.nix")
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    return FakeHost(tmp_path)
+
+
+def test_healthy_switch_activates_the_new_generation(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.build_next("gen2")
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert host.running == "gen2"
+    assert host.boot_default == "gen2"
+    assert "switch-to-configuration switch" in host.calls
+    assert "ok   smtp" in result.stdout
+    assert not any(call.startswith("systemd-run") for call in host.calls)
+
+
+def test_then_verify_confirms_the_running_system(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.build_next("gen2")
+    host.run("apply", "nixos-26.05", *FILES)
+
+    result = host.run("verify")
+
+    assert result.returncode == 0, result.stderr
+    assert "running the deployed system" in result.stdout
+
+
+def test_failed_build_activates_nothing_and_shows_the_error(host):
+    (host.root / "build-fails").touch()
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 1
+    assert "nothing was activated, generation 1 keeps running" in result.stderr
+    assert "attribute 'mailmn' missing" in result.stderr
+    assert host.running == "gen1"
+    assert not any(call.startswith("nix-env") for call in host.calls)
+
+
+def test_failed_switch_rolls_back_and_prints_the_failed_units_journal(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=False, activation_fails=True)
+    host.build_next("gen2")
+    (host.root / "failed-units").write_text("mailman.service\n")
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 1
+    assert "nix-env --profile" in "\n".join(host.calls)
+    assert any(call.endswith("--switch-generation 1") for call in host.calls)
+    assert host.running == "gen1"
+    assert host.boot_default == "gen1"
+    assert "the following units failed: mailman.service" in result.stderr
+    assert "journalctl -u mailman.service" in result.stderr
+    assert "cannot bind 127.0.0.1:8001" in result.stderr
+    assert "the switch failed; rolled back, generation 1 is serving again" in result.stderr
+
+
+def test_failed_health_check_rolls_back_to_the_previous_generation(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=False)
+    host.build_next("gen2")
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 1
+    assert host.running == "gen1"
+    assert host.boot_default == "gen1"
+    assert "mailman-site-health failed after the switch" in result.stderr
+    assert "FAIL rest: http://127.0.0.1:8001 connection refused" in result.stderr
+    assert host.calls.count("mailman-site-health ") == 1
+
+
+def test_verify_keeps_failing_after_a_rollback(host):
+    """A retried `pulumi up` must not report success while the old generation runs."""
+    host.add_system("gen2", kernel="6.12.1", healthy=False)
+    host.build_next("gen2")
+    host.run("apply", "nixos-26.05", *FILES)
+
+    result = host.run("verify")
+
+    assert result.returncode == 1
+    assert "mailman-site-health failed; rolled back to generation 1" in result.stderr
+
+
+def test_rollback_returns_to_the_exact_previous_generation_not_just_one_back(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.add_system("gen3", kernel="6.12.1", healthy=False)
+    host.build_next("gen2")
+    assert host.run("apply", "nixos-26.05", *FILES).returncode == 0
+    host.build_next("gen3")
+    assert host.run("apply", "nixos-26.05", *FILES).returncode == 1
+    host.add_system("gen4", kernel="6.12.1", healthy=False)
+    host.build_next("gen4")  # generation 4 now; 3 is the earlier failed one
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 1
+    assert host.running == "gen2"
+    assert "rolled back, generation 2 is serving again" in result.stderr
+
+
+def test_kernel_change_sets_boot_default_and_schedules_a_reboot(host):
+    host.add_system("gen2", kernel="6.18.0", healthy=True)
+    host.build_next("gen2")
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert "kernel changes: a reboot is needed" in result.stdout
+    assert "switch-to-configuration boot" in host.calls
+    assert "switch-to-configuration switch" not in host.calls
+    assert host.running == "gen1"
+    assert host.boot_default == "gen2"
+    assert any(call.startswith("systemd-run") and "reboot" in call for call in host.calls)
+    assert "systemctl stop sshd.service sshd.socket" in host.calls
+    assert "mailman-site-health " not in host.calls
+
+
+def test_kernel_parameter_change_also_needs_a_reboot(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True, params="console=ttyS0 quiet")
+    host.build_next("gen2")
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert "kernel parameters change" in result.stdout
+    assert host.boot_default == "gen2"
+
+
+def test_verify_after_reboot_checks_health(host):
+    host.add_system("gen2", kernel="6.18.0", healthy=True)
+    host.build_next("gen2")
+    host.run("apply", "nixos-26.05", *FILES)
+    host.reboot()
+
+    result = host.run("verify")
+
+    assert result.returncode == 0, result.stderr
+    assert "rebooted into" in result.stdout
+    assert "mailman-site-health " in host.calls
+
+
+def test_unhealthy_after_reboot_rolls_back_live_and_as_boot_default(host):
+    host.add_system("gen2", kernel="6.18.0", healthy=False)
+    host.build_next("gen2")
+    host.run("apply", "nixos-26.05", *FILES)
+    host.reboot()
+
+    result = host.run("verify")
+
+    assert result.returncode == 1
+    assert host.running == "gen1"
+    assert host.boot_default == "gen1"
+    assert "mailman-site-health failed after the reboot" in result.stderr
+    assert "FAIL rest" in result.stderr
+    assert host.run("verify").returncode == 1  # and stays failed on a retry
+
+
+def test_booting_the_old_generation_is_a_failure_that_restores_the_boot_default(host):
+    host.add_system("gen2", kernel="6.18.0", healthy=True)
+    host.build_next("gen2")
+    host.run("apply", "nixos-26.05", *FILES)
+    # The new generation hung at boot; the operator picked generation 1 in the console.
+    for link in ("current-system", "booted-system"):
+        (host.root / "run" / link).unlink()
+        (host.root / "run" / link).symlink_to(host.root / "store" / "gen1")
+
+    result = host.run("verify")
+
+    assert result.returncode == 1
+    assert "not the new generation" in result.stderr
+    assert host.boot_default == "gen1"
+
+
+def test_release_change_switches_the_channel(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.build_next("gen2")
+
+    result = host.run("apply", "nixos-26.11", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert host.channel == "nixos-26.11"
+    assert "nix-channel --update nixos" in host.calls
+
+
+def test_same_release_leaves_the_channel_alone(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.build_next("gen2")
+
+    host.run("apply", "nixos-26.05", *FILES)
+
+    assert not any(call.startswith("nix-channel --update") for call in host.calls)
+
+
+def test_failed_release_upgrade_rolls_the_channel_back(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=False)
+    host.build_next("gen2")
+
+    result = host.run("apply", "nixos-26.11", *FILES)
+
+    assert result.returncode == 1
+    assert "nix-channel --rollback" in host.calls
+
+
+def test_files_dropped_from_nixos_dir_are_removed_from_etc_nixos(host):
+    host.add_system("gen2", kernel="6.12.1", healthy=True)
+    host.build_next("gen2")
+    etc = host.root / "etc-nixos"
+    for name in (*FILES, "backup.nix", "hardware-configuration.nix"):
+        (etc / name).write_text("{ }\n")
+    host.run("apply", "nixos-26.05", *FILES, "backup.nix")
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert not (etc / "backup.nix").exists()
+    assert (etc / "mailman.nix").exists()
+    assert (etc / "hardware-configuration.nix").exists()  # never pushed, never removed
+
+
+@pytest.mark.parametrize("path", ["../etc/passwd", "/etc/passwd", "a/../../b"])
+def test_managed_paths_outside_etc_nixos_are_refused(host, path):
+    result = host.run("apply", "nixos-26.05", "configuration.nix", path)
+
+    assert result.returncode == 2
+    assert "refusing managed file path" in result.stderr
+    assert host.calls == []
+
+
+def test_unknown_mode_is_a_usage_error(host):
+    result = host.run("switch")
+
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
