@@ -1,0 +1,158 @@
+# The deployment document (/etc/nixos/deployment.json, schema: ./deployment.schema.json)
+# turned into plain values for the modules.
+#
+# Builtins only, no nixpkgs: CI evaluates this file for real with
+#   nix-instantiate --eval --strict --json nixos/deployment.nix --arg documentPath ./sample.json
+# Every key of the document is read here and nowhere else, so this file is the Nix side of the
+# contract test (tests/nixos/test_contract.py). A document that does not fit stops the build
+# with one line naming the key and the expected form, before anything is activated.
+{
+  documentPath ? /etc/nixos/deployment.json
+}:
+let
+  doc = builtins.fromJSON (builtins.readFile documentPath);
+
+  fail = key: expected: throw "deployment.json: ${key}: expected ${expected}";
+
+  # The keys this file reads; anything else in the document is an error, so a key the Python
+  # side starts writing cannot be silently ignored here.
+  knownKeys = [
+    "schemaVersion"
+    "hostname"
+    "adminEmail"
+    "mailDomains"
+    "nixosRelease"
+    "network"
+    "dataVolume"
+    "database"
+    "acmeStaging"
+    "mailman2Redirects"
+    "socialLoginProviders"
+    "dkimSelector"
+    "sshAuthorizedKeys"
+    "sshAllowedIps"
+  ];
+  networkKeys = [
+    "ipv4Address"
+    "ipv6Address"
+    "ipv6PrefixLength"
+  ];
+  dataVolumeKeys = [
+    "device"
+    "fsType"
+  ];
+
+  checkKeys =
+    where: known: set:
+    let
+      unknown = builtins.filter (k: !(builtins.elem k known)) (builtins.attrNames set);
+      missing = builtins.filter (k: !(set ? ${k})) known;
+    in
+    if !(builtins.isAttrs set) then
+      fail where "an object"
+    else if unknown != [ ] then
+      fail "${where}${builtins.head unknown}" "no such key (known: ${builtins.concatStringsSep ", " known})"
+    else if missing != [ ] then
+      fail "${where}${builtins.head missing}" "a value (the key is required)"
+    else
+      set;
+
+  top = checkKeys "" knownKeys doc;
+  network = checkKeys "network." networkKeys top.network;
+  dataVolume = checkKeys "dataVolume." dataVolumeKeys top.dataVolume;
+
+  str =
+    key: value:
+    if builtins.isString value && value != "" then value else fail key "a non-empty string";
+  bool = key: value: if builtins.isBool value then value else fail key "true or false";
+  strList =
+    key: value:
+    if builtins.isList value && builtins.all builtins.isString value then
+      value
+    else
+      fail key "a list of strings";
+  nonEmpty = key: value: if value != [ ] then value else fail key "at least one entry";
+  oneOf =
+    key: allowed: value:
+    if builtins.elem value allowed then
+      value
+    else
+      fail key "one of ${builtins.concatStringsSep ", " allowed}";
+
+  schemaVersion =
+    if top.schemaVersion == 1 then
+      1
+    else
+      fail "schemaVersion" "1 (this configuration reads version 1 of the document)";
+
+  hostname = str "hostname" top.hostname;
+  hostnameMatch = builtins.match "([a-z0-9-]+)\\.(.+)" hostname;
+  # The FQDN is the PTR name and Postfix's myhostname: NixOS composes it from hostName + domain.
+  hostLabels =
+    if hostnameMatch == null then
+      fail "hostname" "a fully qualified domain name such as lists.example.org"
+    else
+      hostnameMatch;
+
+  nixosRelease = str "nixosRelease" top.nixosRelease;
+  releaseMatch = builtins.match "nixos-([0-9]{2}\\.[0-9]{2})" nixosRelease;
+  nixosVersion =
+    if releaseMatch == null then
+      fail "nixosRelease" "a NixOS branch such as nixos-26.05"
+    else
+      builtins.head releaseMatch;
+
+  acmeStaging = bool "acmeStaging" top.acmeStaging;
+  mailDomains = nonEmpty "mailDomains" (strList "mailDomains" top.mailDomains);
+  socialLoginProviders = strList "socialLoginProviders" top.socialLoginProviders;
+  ipv6PrefixLength =
+    if builtins.isInt network.ipv6PrefixLength then
+      network.ipv6PrefixLength
+    else
+      fail "network.ipv6PrefixLength" "an integer between 1 and 128";
+in
+{
+  inherit
+    schemaVersion
+    hostname
+    nixosRelease
+    nixosVersion
+    acmeStaging
+    mailDomains
+    socialLoginProviders
+    ;
+  hostName = builtins.elemAt hostLabels 0;
+  domain = builtins.elemAt hostLabels 1;
+  adminEmail = str "adminEmail" top.adminEmail;
+  # Mailman 2 URLs carry only the list name; redirects resolve it in the first mail domain.
+  primaryMailDomain = builtins.head mailDomains;
+  # The channel nixos-rebuild evaluates this configuration with (see docs/nixos.md, "Pinning").
+  nixpkgsChannelUrl = "https://nixos.org/channels/${nixosRelease}";
+
+  network = {
+    ipv4Address = str "network.ipv4Address" network.ipv4Address;
+    ipv6Address = str "network.ipv6Address" network.ipv6Address;
+    inherit ipv6PrefixLength;
+    # Fixed on Hetzner Cloud: the IPv4 gateway is on-link, IPv6 routes via the link-local router.
+    ipv4Gateway = "172.31.1.1";
+    ipv6Gateway = "fe80::1";
+  };
+
+  dataVolume = {
+    device = str "dataVolume.device" dataVolume.device;
+    fsType = oneOf "dataVolume.fsType" [ "ext4" ] dataVolume.fsType;
+  };
+
+  database = oneOf "database" [ "postgresql" "sqlite" ] top.database;
+  usePostgresql = top.database == "postgresql";
+
+  acmeServer =
+    if acmeStaging then "https://acme-staging-v02.api.letsencrypt.org/directory" else null;
+  mailman2Redirects = bool "mailman2Redirects" top.mailman2Redirects;
+  socialLoginApps = map (p: "allauth.socialaccount.providers.${p}") socialLoginProviders;
+  dkimSelector = str "dkimSelector" top.dkimSelector;
+  sshAuthorizedKeys = nonEmpty "sshAuthorizedKeys" (
+    strList "sshAuthorizedKeys" top.sshAuthorizedKeys
+  );
+  sshAllowedIps = nonEmpty "sshAllowedIps" (strList "sshAllowedIps" top.sshAllowedIps);
+}

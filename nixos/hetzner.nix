@@ -1,0 +1,49 @@
+# The Hetzner Cloud VM: virtio hardware, static addresses, the name behind the PTR records.
+# Boot loader and root file system come from nixos-infect's hardware-configuration.nix
+# (imported by configuration.nix), which matches the disk layout the installer found.
+{ modulesPath, deployment, ... }:
+let
+  net = deployment.network;
+in
+{
+  imports = [ (modulesPath + "/profiles/qemu-guest.nix") ];
+
+  # FQDN = hostName.domain = the PTR name of both addresses = Postfix's myhostname.
+  networking.hostName = deployment.hostName;
+  networking.domain = deployment.domain;
+
+  # Static configuration from the document: the primary IPs are Pulumi resources that outlive
+  # the server, and the addresses must be up before Postfix binds to them.
+  networking.useDHCP = false;
+  networking.useNetworkd = true;
+  systemd.network.networks."10-uplink" = {
+    # Hetzner Cloud VMs have one public interface (enp1s0 or ens3 depending on the image).
+    matchConfig.Name = "en*";
+    address = [
+      "${net.ipv4Address}/32"
+      "${net.ipv6Address}/${toString net.ipv6PrefixLength}"
+    ];
+    routes = [
+      {
+        Gateway = net.ipv4Gateway;
+        GatewayOnLink = true;
+      }
+      { Gateway = net.ipv6Gateway; }
+    ];
+    networkConfig.IPv6AcceptRA = false;
+    linkConfig.RequiredForOnline = "routable";
+  };
+  # Hetzner's recursive resolvers, reachable from every location.
+  networking.nameservers = [
+    "185.12.64.1"
+    "185.12.64.2"
+    "2a01:4ff:ff00::add:1"
+    "2a01:4ff:ff00::add:2"
+  ];
+
+  # Needed by the Hetzner Cloud console's password reset and clean shutdowns.
+  services.qemuGuest.enable = true;
+  # 4 GB on the smallest types: compressed swap keeps the Django workers out of the OOM killer.
+  zramSwap.enable = true;
+  boot.tmp.cleanOnBoot = true;
+}

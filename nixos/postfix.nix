@@ -1,0 +1,101 @@
+# Postfix: receives list mail for every mail domain and hands it to Mailman over LMTP, sends
+# Mailman's outgoing mail, signs it through the OpenDKIM milter (dkim.nix) and offers STARTTLS
+# with the ACME certificate of the hostname. nixpkgs 26.05 nixos/modules/services/mail/postfix.nix:
+# everything main.cf is services.postfix.settings.main (sslCert/sslKey/config/relayDomains are gone).
+{ config, lib, deployment, ... }:
+let
+  host = deployment.hostname;
+  certDir = config.security.acme.certs.${host}.directory;
+  mailmanData = "/var/lib/mailman/data";
+  adminDomain = lib.last (lib.splitString "@" deployment.adminEmail);
+  # root's mail goes to the site owner unless that address is delivered on this host, where the
+  # alias would loop (root -> postmaster@local -> root).
+  adminIsLocal = builtins.elem adminDomain (deployment.mailDomains ++ [ host ]);
+in
+{
+  services.postfix = {
+    enable = true;
+    postmasterAlias = "root";
+    rootAlias = lib.mkIf (!adminIsLocal) deployment.adminEmail;
+
+    settings.main = {
+      # The PTR name of both addresses: what remote servers check our HELO against.
+      myhostname = host;
+      # postmaster@ and abuse@ of every list domain must reach a human (RFC 5321); list
+      # addresses of these domains are found through Mailman's maps below, as in nixpkgs'
+      # own mailman test.
+      mydestination = [
+        "$myhostname"
+        "localhost"
+      ]
+      ++ deployment.mailDomains;
+      # The three maps the mailman module asserts; Mailman regenerates them on list changes.
+      relay_domains = [ "hash:${mailmanData}/postfix_domains" ];
+      transport_maps = [ "hash:${mailmanData}/postfix_lmtp" ];
+      local_recipient_maps = [
+        "hash:${mailmanData}/postfix_lmtp"
+        "proxy:unix:passwd.byname"
+        "$alias_maps"
+      ];
+
+      # Not an open relay: only this host (Mailman, Django) may send to foreign domains.
+      mynetworks = [
+        "127.0.0.0/8"
+        "[::1]/128"
+      ];
+      smtpd_relay_restrictions = [
+        "permit_mynetworks"
+        "reject_unauth_destination"
+      ];
+      smtpd_helo_required = true;
+      disable_vrfy_command = true;
+
+      # Outgoing mail leaves from the addresses whose PTR is the hostname (never from an
+      # address the kernel picks), and over IPv4 first: large receivers are strictest with
+      # IPv6 senders, and some providers' IPv6 reputation is poor.
+      smtp_bind_address = deployment.network.ipv4Address;
+      smtp_bind_address6 = deployment.network.ipv6Address;
+      smtp_address_preference = "ipv4";
+
+      # STARTTLS with the ACME certificate; key first, then the chain (smtpd_tls_chain_files).
+      # Postfix reads the key as root before dropping privileges.
+      smtpd_tls_chain_files = [
+        "${certDir}/key.pem"
+        "${certDir}/fullchain.pem"
+      ];
+      smtpd_tls_security_level = "may";
+      smtpd_tls_protocols = ">=TLSv1.2";
+      smtpd_tls_mandatory_protocols = ">=TLSv1.2";
+      smtp_tls_security_level = "may";
+      smtpd_tls_loglevel = 1;
+
+      # Sane limits against floods; this host's own clients are exempt (mynetworks).
+      smtpd_client_connection_count_limit = 20;
+      smtpd_client_connection_rate_limit = 60;
+      smtpd_client_message_rate_limit = 120;
+      smtpd_client_recipient_rate_limit = 300;
+      smtpd_recipient_limit = 100;
+      # 25 MB: lists set their own, smaller max_message_size in Mailman.
+      message_size_limit = 26214400;
+
+      # DKIM signing for every mail domain (dkim.nix); mail flows on if the milter is down.
+      smtpd_milters = [ "unix:/run/opendkim/opendkim.sock" ];
+      non_smtpd_milters = [ "unix:/run/opendkim/opendkim.sock" ];
+      milter_default_action = "accept";
+    };
+  };
+
+  # The certificate files must exist before Postfix starts (the acme module puts a self-signed
+  # one in place until Let's Encrypt answers), and a renewed certificate must be picked up.
+  systemd.services.postfix = {
+    wants = [
+      "acme-${host}.service"
+      "opendkim.service"
+    ];
+    after = [
+      "acme-${host}.service"
+      "opendkim.service"
+    ];
+  };
+  security.acme.certs.${host}.reloadServices = [ "postfix.service" ];
+}

@@ -1,0 +1,32 @@
+# `mailman-reconcile` on root's PATH: runs ./mailman_reconcile.py (the reconcile program, its own
+# part of the project) with the desired-state document on stdin, in mailman-web's Python
+# environment with mailman-web's Django settings, as the mailman-web user.
+{ config, pkgs, ... }:
+let
+  cfg = config.services.mailman;
+  # The same arguments as the mailman module's own buildEnvs call, hence the same store path:
+  # Django, Postorius, HyperKitty, allauth and psycopg2 exactly as uwsgi runs them.
+  inherit
+    (cfg.packageSet.buildEnvs {
+      withHyperkitty = cfg.hyperkitty.enable;
+      withLDAP = cfg.ldap.enable;
+    })
+    webEnv
+    ;
+  reconcile = pkgs.writeShellApplication {
+    name = "mailman-reconcile";
+    runtimeInputs = [
+      pkgs.coreutils
+      pkgs.util-linux
+    ];
+    text = ''
+      export MAILMAN_RECONCILE_PYTHON=${webEnv}/bin/python
+      export MAILMAN_RECONCILE_SCRIPT=${./mailman_reconcile.py}
+      export MAILMAN_WEB_USER=${cfg.webUser}
+    ''
+    + builtins.readFile ./scripts/mailman-reconcile.sh;
+  };
+in
+{
+  environment.systemPackages = [ reconcile ];
+}

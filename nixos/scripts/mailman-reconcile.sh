@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# mailman-reconcile [args...] < desired-state.json
+#
+# Runs mailman_reconcile.py in mailman-web's Python environment with mailman-web's own Django
+# settings, as the mailman-web user; the desired-state document (it holds passwords) passes
+# through on stdin and never touches argv or a file.
+#
+# Installed by nixos/reconcile.nix, which sets the three variables below.
+set -euo pipefail
+
+python=${MAILMAN_RECONCILE_PYTHON:?MAILMAN_RECONCILE_PYTHON must be mailman-web\'s python}
+script=${MAILMAN_RECONCILE_SCRIPT:?MAILMAN_RECONCILE_SCRIPT must be mailman_reconcile.py}
+web_user=${MAILMAN_WEB_USER:?MAILMAN_WEB_USER must be the mailman-web user}
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "mailman-reconcile: run it as root (it switches to $web_user itself)" >&2
+  exit 1
+fi
+
+# mailman-web's settings create a logs directory in the working directory; this is the one the
+# module's own units use.
+cd /var/lib/mailman-web
+
+# The same environment the module's mailman-web command builds (mailman_web.manage.setup):
+# settings.py from /etc/mailman3 as the module "settings".
+exec runuser -u "$web_user" -- env -i \
+  PATH="$PATH" \
+  LANG=C.UTF-8 \
+  HOME=/var/lib/mailman-web \
+  MAILMAN_WEB_CONFIG=/etc/mailman3/settings.py \
+  DJANGO_SETTINGS_MODULE=settings \
+  PYTHONPATH=/etc/mailman3 \
+  "$python" "$script" "$@"

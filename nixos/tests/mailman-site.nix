@@ -1,0 +1,132 @@
+# NixOS VM test of the list server, in the style of nixpkgs' nixos/tests/mailman.nix:
+#
+#   nix-build nixos/tests/mailman-site.nix        (needs Nix and KVM; ~10 minutes)
+#
+# Boots site.nix (everything but the Hetzner machine) with ./deployment.json, then creates a
+# domain and a list, delivers one message through Postfix to the list and back out to a
+# subscriber (DKIM-signed), fetches Postorius and HyperKitty through nginx over HTTPS, and runs
+# the host commands the deploy chain relies on. nixpkgs is the channel the document names, so
+# the test builds the same release as production; pass --arg nixpkgs <path> to use a checkout.
+{
+  deployment ? import ../deployment.nix { documentPath = ./deployment.json; },
+  nixpkgs ? builtins.fetchTarball "${deployment.nixpkgsChannelUrl}/nixexprs.tar.xz",
+  pkgs ? import nixpkgs { }
+}:
+pkgs.testers.runNixOSTest {
+  name = "mailman-site";
+
+  nodes.machine =
+    { pkgs, ... }:
+    {
+      imports = [ ../site.nix ];
+      _module.args.deployment = deployment;
+      system.stateVersion = "26.05";
+      networking.domain = deployment.domain;
+
+      virtualisation.memorySize = 3072;
+      virtualisation.diskSize = 4096;
+
+      # What the deploy chain writes before nixos-rebuild: the REST password and the DKIM key,
+      # root-only under /var/lib/mailman-site/secrets.
+      systemd.services.test-secrets = {
+        wantedBy = [ "multi-user.target" ];
+        before = [
+          "mailman-settings.service"
+          "opendkim.service"
+        ];
+        requiredBy = [
+          "mailman-settings.service"
+          "opendkim.service"
+        ];
+        path = [ pkgs.openssl ];
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+        };
+        script = ''
+          install -d -m 0700 /var/lib/mailman-site/secrets
+          cd /var/lib/mailman-site/secrets
+          [ -e rest-api-password ] || (umask 077; openssl rand -hex 24 > rest-api-password)
+          [ -e dkim-private-key.pem ] || (umask 077; openssl genrsa -out dkim-private-key.pem 2048)
+        '';
+      };
+
+      # A subscriber with a local mailbox in the list domain (mydestination).
+      users.users.alice.isNormalUser = true;
+      environment.systemPackages = [ pkgs.curl ];
+    };
+
+  testScript = ''
+    host = "${deployment.hostname}"
+    https = f"--resolve {host}:443:127.0.0.1 https://{host}"
+
+    def rest(args: str) -> str:
+        password = machine.succeed("cat /var/lib/mailman-site/secrets/rest-api-password").strip()
+        return machine.succeed(
+            f"curl --fail-with-body -sS -u restadmin:{password} {args}"
+        )
+
+    def api_up(_) -> bool:
+        status, _ = machine.execute("curl -s http://127.0.0.1:8001/")
+        return status == 0
+
+    def delivered(_) -> bool:
+        status, _ = machine.execute("grep -l 'Subject: hello from the vm' /var/spool/mail/alice/new/*")
+        return status == 0
+
+    machine.wait_for_unit("multi-user.target")
+    for unit in ["postgresql.target", "mailman.service", "mailman-uwsgi.service",
+                 "postfix.service", "opendkim.service", "nginx.service"]:
+        machine.wait_for_unit(unit)
+    with machine.nested("waiting for the Mailman REST API"):
+        retry(api_up)
+
+    with subtest("boot: PostgreSQL backs Mailman core and mailman-web, REST and uwsgi on loopback"):
+        machine.succeed("grep -q 'postgresql://mailman@/mailman' /etc/mailman.cfg")
+        machine.succeed("sudo -u postgres psql -Atc 'select datname from pg_database' | grep -qx mailman-web")
+        machine.succeed("ss -Htln 'sport = :8001' | grep -q '127.0.0.1:8001'")
+        machine.fail("ss -Htln 'sport = :8001' | grep -v '127.0.0.1:8001'")
+        machine.succeed("ss -Htln 'sport = :18507' | grep -q '127.0.0.1:18507'")
+
+    with subtest("create a domain and a list"):
+        rest("-d mail_host=example.org http://127.0.0.1:8001/3.1/domains")
+        rest("-d fqdn_listname=test@example.org http://127.0.0.1:8001/3.1/lists")
+        rest("-d list_id=test.example.org -d subscriber=alice@example.org -d pre_confirmed=True"
+             " -d pre_verified=True -d pre_approved=True -d send_welcome_message=False"
+             " http://127.0.0.1:8001/3.1/members")
+        rest("-X PATCH -d default_member_action=accept"
+             " http://127.0.0.1:8001/3.1/lists/test.example.org/config")
+        machine.succeed("grep -q test@example.org /var/lib/mailman/data/postfix_lmtp")
+
+    with subtest("deliver a message through Postfix to the list"):
+        machine.succeed(
+            "printf 'From: alice@example.org\\r\\nTo: test@example.org\\r\\n"
+            "Subject: hello from the vm\\r\\n\\r\\nhi\\r\\n' > /tmp/message"
+        )
+        machine.succeed(
+            "curl -sS smtp://127.0.0.1:25 --mail-from alice@example.org"
+            " --mail-rcpt test@example.org --upload-file /tmp/message"
+        )
+        with machine.nested("waiting for the list to deliver to alice"):
+            retry(delivered)
+        message = machine.succeed("cat $(grep -l 'Subject: hello from the vm' /var/spool/mail/alice/new/*)")
+        assert "List-Id: <test.example.org>" in message, message
+        assert "DKIM-Signature:" in message and "d=example.org" in message and "s=mailman" in message, message
+
+    with subtest("Postorius and HyperKitty through nginx"):
+        machine.succeed(f"curl --fail -sS -k {https}/postorius/lists/ >/dev/null")
+        # The list's own page: Postorius reached Mailman core over REST for it.
+        machine.succeed(f"curl --fail -sS -k {https}/postorius/lists/test.example.org/ >/dev/null")
+        machine.succeed(f"curl --fail -sS -k {https}/hyperkitty/ >/dev/null")
+        machine.succeed(f"curl -sS -o /dev/null -w '%{{http_code}}' --resolve {host}:80:127.0.0.1 http://{host}/ | grep -qx 301")
+        location = machine.succeed(f"curl -sS -k -o /dev/null -w '%{{redirect_url}}' {https}/pipermail/test/")
+        assert location.strip() == f"https://{host}/hyperkitty/list/test@example.org/", location
+
+    with subtest("host commands"):
+        print(machine.succeed("mailman-site-health"))
+        report = machine.succeed("mailman-site-health --outbound")
+        assert "WARN  outbound" in report, report
+        machine.fail("mailman-site-health --bogus")
+        machine.succeed("command -v mailman-reconcile")
+  '';
+}
