@@ -93,7 +93,7 @@ def test_secrets_come_from_repository_secrets(workflows) -> None:
         for job in doc["jobs"].values():
             if not pulumi_commands(job):
                 continue
-            env = job.get("env", {})
+            env = {**doc.get("env", {}), **job.get("env", {})}
             for key in ("HCLOUD_TOKEN", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN"):
                 assert env[key] == "${{ secrets." + key + " }}"
 
