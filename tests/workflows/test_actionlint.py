@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflows.conftest import ROOT, WORKFLOW_FILES
+from tests.workflows.conftest import ACTION_FILES, ROOT, WORKFLOW_FILES, load, steps_of
 
 
 def find_actionlint() -> str:
@@ -69,3 +70,24 @@ def test_actionlint_rejects_a_broken_workflow(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert "stepz" in result.stdout
+
+
+@pytest.mark.parametrize("action", ACTION_FILES, ids=lambda p: p.parent.name)
+def test_composite_action_scripts_pass_shellcheck(action: Path, tmp_path: Path) -> None:
+    # actionlint checks workflows only; the local composite actions' scripts get shellcheck here.
+    shellcheck = shutil.which("shellcheck")
+    if not shellcheck:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck missing (apt_packages in .ci/run)")
+        pytest.skip("shellcheck not installed")
+    scripts = [s["run"] for s in steps_of(load(action)) if "run" in s]
+    for index, script in enumerate(scripts):
+        # `${{ ... }}` is substituted by the runner before bash sees the script.
+        path = tmp_path / f"step{index}.sh"
+        path.write_text("#!/usr/bin/env bash\n" + re.sub(r"\$\{\{[^}]*\}\}", "X", script))
+
+        result = subprocess.run(
+            [shellcheck, str(path)], capture_output=True, text=True, check=False
+        )
+
+        assert result.returncode == 0, f"{action}: step {index}\n{result.stdout}"
