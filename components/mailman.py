@@ -60,65 +60,58 @@ def readable_yaml(value: object) -> str:
     return yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def public_state(
-    *,
-    hostname: str,
-    mail_domains: Sequence[str],
-    admin_user: str,
-    admin_email: str,
-    social_apps: Sequence[SocialApp],
-) -> dict[str, Any]:
-    """The desired state without lists and without secrets (what previews may show)."""
-    return {
-        "site": {"domain": hostname, "name": hostname},
-        "superuser": {"username": admin_user, "email": admin_email},
-        "mailDomains": list(mail_domains),
-        "webHost": hostname,
-        "socialApps": [
-            {"provider": app.provider, "name": app.name, "clientId": app.client_id}
-            for app in social_apps
-        ],
-    }
+@dataclass(frozen=True)
+class DesiredState:
+    """What `mailman-reconcile` makes the site look like (contracts section 5)."""
 
+    hostname: str
+    mail_domains: Sequence[str]
+    admin_user: str
+    admin_email: str
+    admin_password: pulumi.Input[str]
+    lists: Sequence[Mapping[str, Any]]
+    """The normalized lists (contracts section 6), sorted by address."""
+    social_apps: Sequence[SocialApp] = ()
 
-def desired_state_document(
-    *,
-    hostname: str,
-    mail_domains: Sequence[str],
-    admin_user: str,
-    admin_email: str,
-    admin_password: pulumi.Input[str],
-    lists: Sequence[Mapping[str, Any]],
-    social_apps: Sequence[SocialApp],
-) -> pulumi.Output[str]:
-    """The section 5 JSON document, as a secret Output."""
-    public = public_state(
-        hostname=hostname,
-        mail_domains=mail_domains,
-        admin_user=admin_user,
-        admin_email=admin_email,
-        social_apps=social_apps,
-    )
-
-    def render(password: str, app_secrets: list[str]) -> str:
-        document = {
-            "version": DESIRED_STATE_VERSION,
-            "site": public["site"],
-            "superuser": {**public["superuser"], "password": password},
-            "mailDomains": public["mailDomains"],
-            "webHost": public["webHost"],
-            "lists": [dict(entry) for entry in lists],
+    def public(self) -> dict[str, Any]:
+        """The desired state without lists and without secrets (what previews may show)."""
+        return {
+            "site": {"domain": self.hostname, "name": self.hostname},
+            "superuser": {"username": self.admin_user, "email": self.admin_email},
+            "mailDomains": list(self.mail_domains),
+            "webHost": self.hostname,
             "socialApps": [
-                {**app, "secret": secret}
-                for app, secret in zip(public["socialApps"], app_secrets, strict=True)
+                {"provider": app.provider, "name": app.name, "clientId": app.client_id}
+                for app in self.social_apps
             ],
         }
-        return json.dumps(document, sort_keys=True)
 
-    secrets = pulumi.Output.all(*[app.secret for app in social_apps])
-    return pulumi.Output.secret(
-        pulumi.Output.all(admin_password, secrets).apply(lambda args: render(args[0], args[1]))
-    )
+    def lists_yaml(self) -> str:
+        return readable_yaml({"lists": [dict(entry) for entry in self.lists]})
+
+    def document(self) -> pulumi.Output[str]:
+        """The JSON document for stdin, as a secret Output."""
+        public = self.public()
+
+        def render(password: str, app_secrets: list[str]) -> str:
+            document = {
+                "version": DESIRED_STATE_VERSION,
+                **public,
+                "superuser": {**public["superuser"], "password": password},
+                "lists": [dict(entry) for entry in self.lists],
+                "socialApps": [
+                    {**app, "secret": secret}
+                    for app, secret in zip(public["socialApps"], app_secrets, strict=True)
+                ],
+            }
+            return json.dumps(document, sort_keys=True)
+
+        secrets = pulumi.Output.all(*[app.secret for app in self.social_apps])
+        return pulumi.Output.secret(
+            pulumi.Output.all(self.admin_password, secrets).apply(
+                lambda args: render(args[0], args[1])
+            )
+        )
 
 
 class MailmanReconcile(pulumi.ComponentResource):
@@ -133,52 +126,25 @@ class MailmanReconcile(pulumi.ComponentResource):
         connection: command.remote.ConnectionArgs,
         server_id: pulumi.Input[str],
         depends_on: Sequence[pulumi.Resource],
-        hostname: str,
-        mail_domains: Sequence[str],
-        admin_user: str,
-        admin_email: str,
-        admin_password: pulumi.Input[str],
-        lists: Sequence[Mapping[str, Any]],
-        social_apps: Sequence[SocialApp] = (),
+        desired: DesiredState,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """Args:
         connection: `Host.connection` (pinned host key).
         server_id: the server's id; a replaced server is reconciled again.
         depends_on: what must be in place first (`NixosDeployment.ready`).
-        lists: the normalized lists (contracts section 6), sorted by address.
-        social_apps: allauth provider apps; their secrets stay inside the secret document.
+        desired: the site, superuser, domains, lists and social apps to reconcile to.
         """
         super().__init__("mailman:mailman:MailmanReconcile", name, {}, opts)
-        document = desired_state_document(
-            hostname=hostname,
-            mail_domains=mail_domains,
-            admin_user=admin_user,
-            admin_email=admin_email,
-            admin_password=admin_password,
-            lists=lists,
-            social_apps=social_apps,
-        )
-        public = public_state(
-            hostname=hostname,
-            mail_domains=mail_domains,
-            admin_user=admin_user,
-            admin_email=admin_email,
-            social_apps=social_apps,
-        )
         self.run = remote_command(
             f"{name}-run",
             connection=connection,
             parent=self,
             depends_on=depends_on,
             create="mailman-reconcile",
-            stdin=document,
+            stdin=desired.document(),
             # Readable copies of the non-secret desired state: previews diff these as text.
-            triggers=[
-                readable_yaml({"lists": [dict(entry) for entry in lists]}),
-                readable_yaml(public),
-                server_id,
-            ],
+            triggers=[desired.lists_yaml(), readable_yaml(desired.public()), server_id],
             secret=True,
             # The summary on stdout is all that is logged; stderr could echo input on a crash.
             logging=command.remote.Logging.STDOUT,

@@ -191,7 +191,12 @@ def _label_value(text: str) -> str:
 
 def fail(key: str, value: object, expected: str, *, secret: bool = False) -> NoReturn:
     """Stop the program with the one-line message for a bad setting."""
-    shown = "[secret]" if secret else json.dumps(value, ensure_ascii=False)
+    if secret:
+        shown = "[secret]"
+    elif value is None:
+        shown = "(unset)"
+    else:
+        shown = json.dumps(value, ensure_ascii=False)
     raise pulumi.RunError(f"{NAMESPACE}:{key}: {shown} is not {expected}")
 
 
@@ -376,7 +381,7 @@ def _lists(
 def _required(reader: _Reader, key: str, example: str) -> str:
     value = reader.raw(key)
     if value is None:
-        fail(key, None, f"set (pulumi config set {NAMESPACE}:{key} {example})")
+        fail(key, None, f"optional: pulumi config set {NAMESPACE}:{key} {example}")
     return value
 
 

@@ -12,7 +12,12 @@ from components.deployment_document import deployment_document_text
 from components.dns import Dns
 from components.host import Host
 from components.lists import NormalizedList
-from components.mailman import MailmanReconcile, SocialApp, provider_display_name
+from components.mailman import (
+    DesiredState,
+    MailmanReconcile,
+    SocialApp,
+    provider_display_name,
+)
 from components.nixos import NixosDeployment, SiteHealthCheck, host_secrets, read_nixos_tree
 from components.settings import Settings
 
@@ -105,21 +110,23 @@ class MailmanSite(pulumi.ComponentResource):
             connection=self.host.connection,
             server_id=self.host.server.id,
             depends_on=[self.deployment.ready],
-            hostname=settings.hostname,
-            mail_domains=settings.mail_domains,
-            admin_user=settings.admin_user,
-            admin_email=settings.admin_email,
-            admin_password=self.admin_password,
-            lists=self.lists,
-            social_apps=[
-                SocialApp(
-                    login.provider,
-                    provider_display_name(login.provider),
-                    login.client_id,
-                    login.client_secret,
-                )
-                for login in settings.social_logins
-            ],
+            desired=DesiredState(
+                hostname=settings.hostname,
+                mail_domains=settings.mail_domains,
+                admin_user=settings.admin_user,
+                admin_email=settings.admin_email,
+                admin_password=self.admin_password,
+                lists=self.lists,
+                social_apps=[
+                    SocialApp(
+                        login.provider,
+                        provider_display_name(login.provider),
+                        login.client_id,
+                        login.client_secret,
+                    )
+                    for login in settings.social_logins
+                ],
+            ),
             opts=child,
         )
         self.health = SiteHealthCheck(
@@ -130,7 +137,7 @@ class MailmanSite(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.register_outputs(self.outputs())
+        self.register_outputs({**self.outputs(), "deploymentDocument": self.deployment_document})
 
     def outputs(self) -> dict[str, pulumi.Input[object]]:
         """The stack outputs of the DESIGN contract (plus `hostname`, `mailDomains`, host key)."""

@@ -113,6 +113,10 @@ class RegisteredResource:
         """Inputs with secret markers removed."""
         return unwrap(self.raw_inputs)
 
+    def registered_outputs(self, run: ProgramRun) -> Any:
+        """What this component passed to `register_outputs` (secret markers removed)."""
+        return unwrap(run.component_outputs.get(self.urn, {}))
+
     def is_secret(self, key: str) -> bool:
         """Whether top-level input `key` is sent to the engine as a secret."""
         return isinstance(self.raw_inputs.get(key), Secret)
@@ -126,6 +130,8 @@ class ProgramRun:
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
     invokes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # What each component passed to `register_outputs`, by URN (secret values wrapped in `Secret`).
+    component_outputs: dict[str, Any] = field(default_factory=dict)
     error: BaseException | None = None
 
     def of_type(self, type_: str) -> list[RegisteredResource]:
@@ -324,6 +330,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         )
         return resource_pb2.RegisterResourceResponse(urn=urn, id=id_, object=obj_proto)
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        _ensure_event_loop()
+        outputs = rpc.deserialize_properties(request.outputs)
+        self.run.component_outputs[request.urn] = _mark_secrets(outputs)
+        return super().RegisterResourceOutputs(request)
 
 
 def _config_value(value: Any) -> str:

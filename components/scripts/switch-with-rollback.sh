@@ -101,7 +101,12 @@ ensure_channel() {
   fi
   say "nixos channel: ${current:-unset} -> https://channels.nixos.org/$release" >&2
   nix-channel --add "https://channels.nixos.org/$release" nixos >&2
-  nix-channel --update nixos >&2
+  if ! nix-channel --update nixos >&2; then
+    # Put the old URL back, or the next run would take the release as already switched.
+    if [ -n "$current" ]; then nix-channel --add "$current" nixos >&2; fi
+    fail "could not fetch the $release channel; the host stays on ${current##*/}"
+    return 1
+  fi
   echo changed
 }
 
@@ -139,7 +144,7 @@ apply() {
   log=$WORKDIR/output.log
 
   prune_files "$@"
-  channel_changed=$(ensure_channel "$release")
+  channel_changed=$(ensure_channel "$release") || exit 1
 
   prev_link=$(generation_link)
   prev_gen=$(generation_number "$prev_link")

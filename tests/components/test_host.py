@@ -1,5 +1,6 @@
 """The host: firewall, addresses, rDNS, volume, server options, install, SSH connection."""
 
+import os
 import shutil
 import subprocess
 
@@ -14,12 +15,14 @@ from components.host import (
     install_script,
     nixos_ready_script,
 )
+from tests.components.conftest import BASE
 from tests.harness import (
     MOCK_ED25519_PUBLIC,
     MOCK_IPV4,
     OPERATOR_ED25519_PUBLIC,
     Secret,
     plain_strings,
+    run_program,
 )
 
 SERVER = "hcloud:index/server:Server"
@@ -108,9 +111,6 @@ def test_volume_is_formatted_ext4_and_not_automounted(base_run):
 
 
 def test_volume_size_follows_the_setting():
-    from tests.components.conftest import BASE
-    from tests.harness import run_program
-
     run = run_program({**BASE, "volumeSize": 50})
     assert run.one(VOLUME).inputs["size"] == 50
 
@@ -194,7 +194,9 @@ def test_installer_log_survives_the_switch_to_nixos(base_run):
 
 
 def test_operator_keys_reach_root_through_cloud_init(zoned_run):
-    assert _cloud_config(zoned_run)["ssh_authorized_keys"] == [OPERATOR_ED25519_PUBLIC + " alice@laptop"]
+    assert _cloud_config(zoned_run)["ssh_authorized_keys"] == [
+        OPERATOR_ED25519_PUBLIC + " alice@laptop"
+    ]
 
 
 def test_installer_is_pinned_and_checked_before_it_runs(base_run):
@@ -210,9 +212,6 @@ def test_installer_is_pinned_and_checked_before_it_runs(base_run):
 
 
 def test_installer_gets_provider_and_release_from_settings():
-    from tests.components.conftest import BASE
-    from tests.harness import run_program
-
     run = run_program({**BASE, "nixosRelease": "nixos-25.11"})
     script = _cloud_config(run)["runcmd"][0][2]
     assert "PROVIDER=hetznercloud NIX_CHANNEL=nixos-25.11 bash /root/nixos-infect" in script
@@ -244,18 +243,21 @@ def test_nixos_ready_waits_for_the_server_and_reruns_for_a_new_one(base_run):
 def _shellcheck(script: str):
     tool = shutil.which("shellcheck")
     if tool is None:
-        import os
-
         if os.environ.get("CI") == "true":
             pytest.fail("shellcheck is required on CI")
         pytest.skip("shellcheck not installed")
     return subprocess.run(
-        [tool, "--shell=bash", "-"], input="#!/usr/bin/env bash\n" + script, text=True,
-        capture_output=True, check=False,
+        [tool, "--shell=bash", "-"],
+        input="#!/usr/bin/env bash\n" + script,
+        text=True,
+        capture_output=True,
+        check=False,
     )
 
 
-@pytest.mark.parametrize("script", [install_script("nixos-26.05"), nixos_ready_script("203.0.113.10")])
+@pytest.mark.parametrize(
+    "script", [install_script("nixos-26.05"), nixos_ready_script("203.0.113.10")]
+)
 def test_host_scripts_pass_shellcheck(script):
     result = _shellcheck(script)
     assert result.returncode == 0, result.stdout

@@ -47,7 +47,9 @@ esac
     + """case "$1" in
   --list) echo "nixos https://channels.nixos.org/$(cat "$FAKE_ROOT/channel")" ;;
   --add) echo "${2##*/}" > "$FAKE_ROOT/channel" ;;
-  --update|--rollback) : ;;
+  --update)
+    [ ! -f "$FAKE_ROOT/channel-update-fails" ] || { echo "unable to download" >&2; exit 1; } ;;
+  --rollback) : ;;
   *) exit 64 ;;
 esac
 """,

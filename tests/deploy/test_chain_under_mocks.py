@@ -310,3 +310,24 @@ def test_secret_values_are_not_visible_with_secret_markers_stripped_by_accident(
     """Guard for the test above: the secrets really are present, just marked."""
     reconcile = run.one(COMMAND, "mailman-reconcile-run")
     assert isinstance(reconcile.raw_inputs["stdin"], Secret)
+
+
+def test_blocked_outbound_smtp_becomes_a_pulumi_warning_not_a_failure(deploy, monkeypatch, caplog):
+    answer = MockCloud.new_resource
+    blocked = "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked."
+
+    def health_output(self, args):
+        resource_id, state = answer(self, args)
+        if args.name == "mailman-health-check":
+            state["stdout"] = f"ok    smtp        220 lists.example.org ESMTP\n{blocked}\n"
+        return resource_id, state
+
+    monkeypatch.setattr(MockCloud, "new_resource", health_output)
+    with caplog.at_level("WARNING"):
+        run = deploy.run()
+
+    assert run.one(COMMAND, "mailman-health-check").inputs["create"] == (
+        "mailman-site-health --outbound"
+    )
+    assert blocked in [record.getMessage() for record in caplog.records]
+    assert not any("ESMTP" in record.getMessage() for record in caplog.records)

@@ -5,7 +5,7 @@ import json
 import pulumi
 import pytest
 
-from components.mailman import SocialApp, desired_state_document, readable_yaml
+from components.mailman import DesiredState, SocialApp
 
 LISTS = [
     {
@@ -22,7 +22,7 @@ LISTS = [
 
 @pytest.fixture
 def document() -> pulumi.Output[str]:
-    return desired_state_document(
+    return DesiredState(
         hostname="lists.example.org",
         mail_domains=["example.org"],
         admin_user="admin",
@@ -30,7 +30,7 @@ def document() -> pulumi.Output[str]:
         admin_password=pulumi.Output.secret("pw"),
         lists=LISTS,
         social_apps=[SocialApp("github", "GitHub", "client-1", pulumi.Output.secret("gh"))],
-    )
+    ).document()
 
 
 @pulumi.runtime.test
@@ -53,15 +53,14 @@ def test_document_has_exactly_the_contract_fields(document):
 
 @pulumi.runtime.test
 def test_document_is_secret_even_if_the_password_is_not(document):
-    plain = desired_state_document(
+    plain = DesiredState(
         hostname="lists.example.org",
         mail_domains=["example.org"],
         admin_user="admin",
         admin_email="postmaster@example.org",
         admin_password="not-marked",
         lists=[],
-        social_apps=[],
-    )
+    ).document()
 
     def check(secret: bool) -> None:
         assert secret
@@ -70,7 +69,7 @@ def test_document_is_secret_even_if_the_password_is_not(document):
 
 
 def test_readable_yaml_puts_one_setting_per_line():
-    text = readable_yaml({"lists": LISTS[:1]})
+    text = DesiredState("h", [], "admin", "a@b", "pw", LISTS[:1]).lists_yaml()
 
     assert text.startswith("lists:\n- address: announce@example.org\n")
     assert "    display_name: Announcements\n" in text

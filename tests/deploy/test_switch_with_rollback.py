@@ -215,6 +215,17 @@ def test_failed_release_upgrade_rolls_the_channel_back(host):
     assert "nix-channel --rollback" in host.calls
 
 
+def test_unreachable_release_keeps_the_old_channel_and_activates_nothing(host):
+    (host.root / "channel-update-fails").touch()
+
+    result = host.run("apply", "nixos-26.11", *FILES)
+
+    assert result.returncode == 1
+    assert "could not fetch the nixos-26.11 channel; the host stays on nixos-26.05" in result.stderr
+    assert host.channel == "nixos-26.05"
+    assert not any(call.startswith("nixos-rebuild") for call in host.calls)
+
+
 def test_files_dropped_from_nixos_dir_are_removed_from_etc_nixos(host):
     host.add_system("gen2", kernel="6.12.1", healthy=True)
     host.build_next("gen2")

@@ -1,0 +1,211 @@
+"""Stack settings: defaults, the reference table, and one clear line for every bad value."""
+
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from components.settings import CONFIG_KEYS, REQUIRED, config_table
+from tests.components.conftest import BASE
+from tests.harness import OPERATOR_ED25519_PUBLIC, run_failing_program, run_program
+
+REPO = Path(__file__).resolve().parents[2]
+DESIGN_KEYS = [
+    "hostname", "adminEmail", "mailDomains", "dnsZone", "serverType", "location",
+    "nixosRelease", "sshPublicKeys", "sshAllowedIps", "acmeStaging", "protect", "backups",
+    "volumeSize", "database", "lists", "adminUser", "adminPassword", "dmarcPolicy",
+    "mailman2Redirects", "socialLogins",
+]  # fmt: skip
+
+# (config overrides, secret keys, the key the message must name, a fragment of the message)
+BAD_INPUTS = [
+    ({"hostname": "lists_example"}, (), "hostname", "fully qualified domain name"),
+    ({"hostname": "localhost"}, (), "hostname", "fully qualified domain name"),
+    ({"hostname": "-lists.example.org"}, (), "hostname", "fully qualified domain name"),
+    (
+        {"hostname": "listen.bücher.example"},
+        (),
+        "hostname",
+        "punycode: listen.xn--bcher-kva.example",
+    ),
+    ({"hostname": "lists.example.123"}, (), "hostname", "fully qualified domain name"),
+    ({"hostname": "a" * 64 + ".example.org"}, (), "hostname", "fully qualified domain name"),
+    ({"adminEmail": "postmaster"}, (), "adminEmail", "e-mail address"),
+    ({"adminEmail": "post master@example.org"}, (), "adminEmail", "e-mail address"),
+    ({"adminEmail": "a@b@example.org"}, (), "adminEmail", "e-mail address"),
+    ({"mailDomains": "example.org"}, (), "mailDomains", "list of domain names"),
+    ({"mailDomains": []}, (), "mailDomains", "non-empty list"),
+    ({"mailDomains": ["example.org", "example.org"]}, (), "mailDomains", "listed once"),
+    ({"mailDomains": ["exa mple.org"]}, (), "mailDomains", "fully qualified domain name"),
+    ({"dnsZone": "other.org"}, (), "hostname", "inside the managed dnsZone other.org"),
+    (
+        {"dnsZone": "example.org", "mailDomains": ["example.net"]},
+        (),
+        "mailDomains",
+        "inside the managed dnsZone example.org",
+    ),
+    ({"serverType": "t2.micro"}, (), "serverType", "Hetzner server type"),
+    ({"location": "us-east-1"}, (), "location", "Hetzner location"),
+    ({"nixosRelease": "unstable"}, (), "nixosRelease", "NixOS release channel"),
+    ({"nixosRelease": "nixos-26.04"}, (), "nixosRelease", "NixOS release channel"),
+    ({"sshPublicKeys": ["ssh-ed25519 not-base64!"]}, (), "sshPublicKeys", "OpenSSH public key"),
+    (
+        {"sshPublicKeys": ["ssh-rsa " + OPERATOR_ED25519_PUBLIC.split()[1]]},
+        (),
+        "sshPublicKeys",
+        "OpenSSH public key",
+    ),
+    ({"sshPublicKeys": ["-----BEGIN OPENSSH PRIVATE KEY-----"]}, (), "sshPublicKeys", "public key"),
+    ({"sshAllowedIps": ["10.0.0.1/8"]}, (), "sshAllowedIps", "CIDR"),
+    ({"sshAllowedIps": ["198.51.100.7"]}, (), "sshAllowedIps", "CIDR"),
+    ({"sshAllowedIps": []}, (), "sshAllowedIps", "non-empty list of CIDRs"),
+    ({"acmeStaging": "yes"}, (), "acmeStaging", "boolean"),
+    ({"protect": "0"}, (), "protect", "boolean"),
+    ({"backups": "TRUE"}, (), "backups", "boolean"),
+    ({"mailman2Redirects": "on"}, (), "mailman2Redirects", "boolean"),
+    ({"volumeSize": "5"}, (), "volumeSize", "from 10 to 10240"),
+    ({"volumeSize": "20000"}, (), "volumeSize", "from 10 to 10240"),
+    ({"volumeSize": "ten"}, (), "volumeSize", "whole number of GB"),
+    ({"database": "mysql"}, (), "database", "postgresql, sqlite"),
+    ({"dmarcPolicy": "strict"}, (), "dmarcPolicy", "none, quarantine, reject"),
+    ({"adminUser": "the admin"}, (), "adminUser", "Django user name"),
+    ({"adminPassword": "short"}, ("adminPassword",), "adminPassword", "at least 12 characters"),
+    ({"adminPassword": "long enough but plain"}, (), "adminPassword", "a secret"),
+    ({"lists": "missing.yaml"}, (), "lists", "existing YAML file"),
+    ({"socialLogins": ["github"]}, ("socialLogins",), "socialLogins", "object of provider ids"),
+    (
+        {"socialLogins": {"GitHub": {"clientId": "x", "clientSecret": "y"}}},
+        ("socialLogins",),
+        "socialLogins.GitHub",
+        "django-allauth provider id",
+    ),
+    (
+        {"socialLogins": {"github": {"clientId": "x"}}},
+        ("socialLogins",),
+        "socialLogins.github",
+        "clientId and clientSecret",
+    ),
+    (
+        {"socialLogins": {"github": {"clientId": "x", "clientSecret": "y"}}},
+        (),
+        "socialLogins.github.clientSecret",
+        "a secret",
+    ),
+    ({"hostName": "lists.example.org"}, (), "hostName", "did you mean hostname?"),
+]
+
+
+def _id(case):
+    overrides, _, key, _ = case
+    return f"{key}={next(iter(overrides.values()))!s:.30}"
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[_id(c) for c in BAD_INPUTS])
+def test_bad_value_fails_with_one_line_naming_the_key_and_nothing_registered(case):
+    overrides, secrets, key, fragment = case
+    run = run_failing_program({**BASE, **overrides}, secrets=secrets)
+    assert isinstance(run.error, pulumi.RunError), repr(run.error)
+    message = str(run.error)
+    assert "\n" not in message
+    assert message.startswith(f"mailman:{key}: ")
+    assert " is not " in message
+    assert fragment in message
+    assert run.resources == []
+
+
+def test_at_least_25_distinct_bad_inputs_are_covered():
+    assert len({repr(case[0]) for case in BAD_INPUTS}) >= 25
+
+
+@pytest.mark.parametrize("key", ["hostname", "adminEmail"])
+def test_required_key_missing_says_how_to_set_it(key):
+    config = {k: v for k, v in BASE.items() if k != key}
+    run = run_failing_program(config)
+    prefix = f"mailman:{key}: (unset) is not optional: pulumi config set mailman:{key} "
+    assert str(run.error).startswith(prefix)
+    assert run.resources == []
+
+
+def test_bad_value_message_quotes_the_value():
+    run = run_failing_program({**BASE, "hostname": "lists_example"})
+    assert (
+        str(run.error) == 'mailman:hostname: "lists_example" is not a fully qualified domain name'
+    )
+
+
+def test_secret_values_are_never_echoed_in_errors():
+    run = run_failing_program({**BASE, "adminPassword": "hunter2"}, secrets={"adminPassword"})
+    assert "hunter2" not in str(run.error)
+    assert "[secret]" in str(run.error)
+    bad_social = {
+        "socialLogins": {"github": {"clientId": "x", "clientSecret": "s3cr3t", "extra": 1}}
+    }
+    run = run_failing_program({**BASE, **bad_social}, secrets={"socialLogins"})
+    assert "s3cr3t" not in str(run.error)
+
+
+def test_lists_file_errors_name_file_list_and_field(tmp_path):
+    bad = tmp_path / "bad-lists.yaml"
+    bad.write_text(
+        "lists:\n  - address: news@lists.example.org\n    owners: [a@example.org]\n"
+        "    archive_policy: sometimes\n"
+    )
+    run = run_failing_program({**BASE, "lists": str(bad)})
+    assert str(run.error) == (
+        "mailman:lists: bad-lists.yaml: list news@lists.example.org: archive_policy: "
+        "'sometimes' is not one of never, private, public"
+    )
+    assert run.resources == []
+
+
+def test_hostname_is_normalized_to_lower_case_without_trailing_dot():
+    run = run_program({**BASE, "hostname": "Lists.Example.org."})
+    assert run.outputs["hostname"] == "lists.example.org"
+
+
+def test_defaults(base_run):
+    server = base_run.one("hcloud:index/server:Server")
+    assert server.inputs["serverType"] == "cx23"
+    assert server.inputs["location"] == "nbg1"
+    assert base_run.outputs["nixosRelease"] == "nixos-26.05"
+    assert base_run.outputs["mailDomains"] == ["lists.example.org"]
+    assert base_run.outputs["adminUser"] == "admin"
+
+
+def test_config_keys_are_the_design_contract_in_order():
+    assert [key.name for key in CONFIG_KEYS] == DESIGN_KEYS
+    assert [key.name for key in CONFIG_KEYS if key.default == REQUIRED] == [
+        "hostname",
+        "adminEmail",
+    ]
+
+
+def test_every_documented_key_is_accepted():
+    config = {
+        **BASE,
+        "mailDomains": ["lists.example.org"],
+        "dnsZone": "example.org",
+        "serverType": "cax11",
+        "location": "fsn1",
+        "nixosRelease": "nixos-26.05",
+        "sshPublicKeys": [OPERATOR_ED25519_PUBLIC],
+        "sshAllowedIps": ["0.0.0.0/0"],
+        "acmeStaging": True,
+        "protect": False,
+        "backups": False,
+        "volumeSize": 20,
+        "database": "sqlite",
+        "lists": "lists.yaml",
+        "adminUser": "root-admin",
+        "adminPassword": "a long enough password",
+        "dmarcPolicy": "reject",
+        "mailman2Redirects": True,
+        "socialLogins": {"gitlab": {"clientId": "id", "clientSecret": "secret"}},
+    }
+    assert sorted(config) == sorted(DESIGN_KEYS)
+    run_program(config, secrets={"adminPassword", "socialLogins"})
+
+
+def test_docs_config_table_is_generated_from_config_keys():
+    docs = (REPO / "docs" / "program.md").read_text()
+    assert config_table() in docs
