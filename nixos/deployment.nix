@@ -49,7 +49,9 @@ let
       missing = builtins.filter (k: !(set ? ${k})) known;
     in
     if !(builtins.isAttrs set) then
-      fail where "an object"
+      fail (
+        if where == "" then "the document" else builtins.substring 0 (builtins.stringLength where - 1) where
+      ) "an object"
     else if unknown != [ ] then
       fail "${where}${builtins.head unknown}" "no such key (known: ${builtins.concatStringsSep ", " known})"
     else if missing != [ ] then

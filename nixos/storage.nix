@@ -40,10 +40,9 @@ let
   volumeDir = path: "${volume}/${lib.removePrefix "/var/lib/" path}";
   createDirs = pkgs.writeShellScript "mailman-site-volume-dirs" ''
     set -eu
-    for dir in ${lib.concatMapStringsSep " " volumeDir (builtins.attrNames stateDirs)}; do
-      # Only the directory itself: owners and modes are the services' own business.
-      [ -d "$dir" ] || install -d -m 0755 "$dir"
-    done
+    umask 022
+    # Only missing directories: owners and modes of existing ones are the services' business.
+    mkdir -p ${lib.concatMapStringsSep " " volumeDir (builtins.attrNames stateDirs)}
   '';
   units = lib.unique (lib.concatLists (builtins.attrValues stateDirs));
 in

@@ -19,14 +19,14 @@ fi
 
 # mailman-web's settings create a logs directory in the working directory; this is the one the
 # module's own units use.
-cd /var/lib/mailman-web
+cd "${MAILMAN_RECONCILE_WORKDIR:-/var/lib/mailman-web}"
 
 # The same environment the module's mailman-web command builds (mailman_web.manage.setup):
 # settings.py from /etc/mailman3 as the module "settings".
 exec runuser -u "$web_user" -- env -i \
   PATH="$PATH" \
   LANG=C.UTF-8 \
-  HOME=/var/lib/mailman-web \
+  HOME="$PWD" \
   MAILMAN_WEB_CONFIG=/etc/mailman3/settings.py \
   DJANGO_SETTINGS_MODULE=settings \
   PYTHONPATH=/etc/mailman3 \

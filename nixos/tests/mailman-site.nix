@@ -45,7 +45,7 @@ pkgs.testers.runNixOSTest {
         };
         script = ''
           install -d -m 0700 /var/lib/mailman-site/secrets
-          cd /var/lib/mailman-site/secrets
+          cd /var/lib/mailman-site/secrets || exit 1
           [ -e rest-api-password ] || (umask 077; openssl rand -hex 24 > rest-api-password)
           [ -e dkim-private-key.pem ] || (umask 077; openssl genrsa -out dkim-private-key.pem 2048)
         '';

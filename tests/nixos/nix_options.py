@@ -11,6 +11,7 @@ itself an option, is an error too: the check never passes by not looking.
 from __future__ import annotations
 
 import functools
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,11 @@ class OptionList:
 
     def is_option(self, path: tuple[str, ...]) -> bool:
         """True if `path` is an option, or lies inside a free-form option."""
-        return any(_matches(entry, path) for entry in self.exact) or any(
+        return any(_matches(entry, path) for entry in self.exact) or self.is_free(path)
+
+    def is_free(self, path: tuple[str, ...]) -> bool:
+        """True if `path` is a free-form option or lies inside one."""
+        return any(
             len(path) >= len(entry) and _matches(entry, path[: len(entry)]) for entry in self.free
         )
 
@@ -118,11 +123,13 @@ class _Walk:
 
     def value(self, path: tuple[str, ...], node: Node) -> None:
         node = _unwrap(node)
+        is_attrset = node.type in ("attrset_expression", "rec_attrset_expression")
         if path and self.options.is_option(path):
-            self.defined.append(path)
-            return
-        if node.type in ("attrset_expression", "rec_attrset_expression"):
-            if path and not self.options.is_prefix(path):
+            if not (is_attrset and self.options.is_free(path)):
+                self.defined.append(path)
+                return
+        if is_attrset:
+            if path and not (self.options.is_prefix(path) or self.options.is_free(path)):
                 self.errors.append(f"{display(path)}: no such option in NixOS 26.05")
                 return
             for sub_path, sub_node in _bindings(node):
@@ -316,3 +323,95 @@ def selected_attributes(source: str, variable: str) -> set[str]:
                     found.add(_segment(attrs[0]))
         stack.extend(node.children)
     return found
+
+
+@dataclass(frozen=True)
+class ShellScript:
+    """A shell script embedded in a Nix file, interpolations replaced by a store-path stand-in."""
+
+    name: str
+    text: str
+
+
+STORE_PATH_STANDIN = "/nix/store/00000000000000000000000000000000-standin"
+
+
+def embedded_shell_scripts(source: str, directory: Path) -> list[ShellScript]:
+    """Scripts in `writeShellScript`/`writeShellApplication` calls and systemd `script`s.
+
+    `builtins.readFile ./x.sh` appended to the text is read from `directory`, so a
+    writeShellApplication is checked as the whole script Nix builds.
+    """
+    scripts: list[ShellScript] = []
+    stack = [parse(source)]
+    while stack:
+        node = stack.pop()
+        if node.type == "apply_expression":
+            head, args = _application(node)
+            name = _function_name(head)
+            if name == "writeShellScript" and len(args) == 2:
+                text = _shell_text(args[1], directory)
+                if text is not None:
+                    scripts.append(ShellScript(_string_value(args[0]), text))
+            elif name == "writeShellApplication" and args:
+                fields = dict(_named_bindings(_unwrap(args[-1])))
+                text = _shell_text(fields["text"], directory) if "text" in fields else None
+                if text is not None:
+                    scripts.append(ShellScript(_string_value(fields.get("name")), text))
+        elif node.type == "binding":
+            path = _attrpath(_field(node, "attrpath"))
+            if path[-1] == "script":
+                text = _shell_text(_field(node, "expression"), directory)
+                if text is not None:
+                    scripts.append(ShellScript(display(path), text))
+        stack.extend(node.children)
+    return scripts
+
+
+def _named_bindings(node: Node) -> Iterator[tuple[str, Node]]:
+    if node.type in ("attrset_expression", "rec_attrset_expression"):
+        for path, value in _bindings(node):
+            if len(path) == 1 and value is not None:
+                yield path[0], value
+
+
+def _string_value(node: Node | None) -> str:
+    if node is None:
+        return "?"
+    node = _unwrap(node)
+    if node.type == "string_expression":
+        return _segment(node)
+    return _text(node)
+
+
+def _shell_text(node: Node, directory: Path) -> str | None:
+    node = _unwrap(node)
+    if node.type == "indented_string_expression":
+        return _indented_string(node)
+    if node.type == "binary_expression" and _operator(node) == "+":
+        left = _shell_text(_field(node, "left"), directory)
+        right = _shell_text(_field(node, "right"), directory)
+        if left is not None and right is not None:
+            return left + right
+        return None
+    if node.type == "apply_expression":
+        head, args = _application(node)
+        if _function_name(head) == "readFile" and _unwrap(args[-1]).type == "path_expression":
+            return (directory / _text(_unwrap(args[-1]))).read_text()
+    return None
+
+
+def _indented_string(node: Node) -> str:
+    """The string's text as Nix builds it: common indentation removed, `${...}` as a stand-in."""
+    source = node.text or b""
+    start = node.start_byte
+    pieces: list[str] = []
+    cursor = start + 2  # after the opening ''
+    for child in node.children:
+        if child.type == "interpolation":
+            pieces.append(source[cursor - start : child.start_byte - start].decode())
+            pieces.append(STORE_PATH_STANDIN)
+            cursor = child.end_byte
+    pieces.append(source[cursor - start : node.end_byte - start - 2].decode())
+    text = "".join(pieces).replace("''$", "$").replace("'''", "''")
+    return textwrap.dedent(text.lstrip("\n").rstrip(" "))

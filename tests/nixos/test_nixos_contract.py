@@ -1,0 +1,78 @@
+"""The Nix side reads exactly the keys of nixos/deployment.schema.json, no more and no fewer.
+
+(The Python renderer's side of the contract is checked against the same schema by its own tests.)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from nix_options import selected_attributes
+from nixos_support import NIXOS, EvalError
+
+OBJECTS = ("network", "dataVolume")
+
+
+def schema_keys(schema: dict[str, Any]) -> set[str]:
+    keys = set()
+    for name, spec in schema["properties"].items():
+        if spec.get("type") == "object":
+            keys |= {f"{name}.{sub}" for sub in spec["properties"]}
+        else:
+            keys.add(name)
+    return keys
+
+
+def nix_read_keys() -> set[str]:
+    source = (NIXOS / "deployment.nix").read_text()
+    keys = selected_attributes(source, "top") - set(OBJECTS)
+    for name in OBJECTS:
+        keys |= {f"{name}.{sub}" for sub in selected_attributes(source, name)}
+    return keys
+
+
+def test_nix_reads_the_schema_keys_exactly(schema) -> None:
+    assert nix_read_keys() == schema_keys(schema)
+
+
+def test_schema_requires_every_key_and_allows_no_other(schema) -> None:
+    objects = [schema] + [schema["properties"][name] for name in OBJECTS]
+    for spec in objects:
+        assert spec["additionalProperties"] is False
+        assert set(spec["required"]) == set(spec["properties"])
+
+
+def _without(document: dict[str, Any], key: str) -> dict[str, Any]:
+    changed = copy.deepcopy(document)
+    *parents, last = key.split(".")
+    target = changed
+    for parent in parents:
+        target = target[parent]
+    del target[last]
+    return changed
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "schema_key" in metafunc.fixturenames:
+        import json
+
+        schema = json.loads((NIXOS / "deployment.schema.json").read_text())
+        metafunc.parametrize("schema_key", sorted(schema_keys(schema)))
+
+
+@pytest.mark.nix
+def test_missing_key_stops_evaluation_naming_it(evaluate, production_document, schema_key) -> None:
+    with pytest.raises(EvalError, match=f"deployment.json: {schema_key}: expected a value"):
+        evaluate(_without(production_document, schema_key))
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize("where", ["", "network.", "dataVolume."])
+def test_unknown_key_stops_evaluation_naming_it(evaluate, production_document, where) -> None:
+    document = copy.deepcopy(production_document)
+    target = document if not where else document[where.rstrip(".")]
+    target["smtpRelay"] = "mail.example.net"
+    with pytest.raises(EvalError, match=f"deployment.json: {where}smtpRelay: expected no such key"):
+        evaluate(document)

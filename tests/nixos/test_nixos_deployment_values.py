@@ -1,0 +1,120 @@
+"""nixos/deployment.nix evaluated for real (nix-instantiate --eval --strict --json, builtins only)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from nixos_support import DOCUMENTS, NIXOS, EvalError
+
+VALID_DOCUMENTS = [
+    *sorted(DOCUMENTS.glob("*.json")),
+    NIXOS / "tests" / "deployment.json",
+]
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize("path", VALID_DOCUMENTS, ids=lambda p: p.name)
+def test_sample_documents_satisfy_the_schema(path: Path, schema: dict[str, Any]) -> None:
+    import json
+
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = [e.message for e in validator.iter_errors(json.loads(path.read_text()))]
+    assert errors == []
+
+
+@pytest.mark.nix
+def test_production_document_becomes_these_values(evaluate) -> None:
+    assert evaluate(DOCUMENTS / "production.json") == {
+        "schemaVersion": 1,
+        "hostname": "lists.example.org",
+        "hostName": "lists",
+        "domain": "example.org",
+        "adminEmail": "postmaster@example.org",
+        "mailDomains": ["example.org", "lists.example.org"],
+        "primaryMailDomain": "example.org",
+        "nixosRelease": "nixos-26.05",
+        "nixosVersion": "26.05",
+        "nixpkgsChannelUrl": "https://nixos.org/channels/nixos-26.05",
+        "network": {
+            "ipv4Address": "203.0.113.10",
+            "ipv6Address": "2001:db8:1:2::1",
+            "ipv6PrefixLength": 64,
+            "ipv4Gateway": "172.31.1.1",
+            "ipv6Gateway": "fe80::1",
+        },
+        "dataVolume": {"device": "/dev/disk/by-id/scsi-0HC_Volume_12345678", "fsType": "ext4"},
+        "database": "postgresql",
+        "usePostgresql": True,
+        "acmeStaging": False,
+        "acmeServer": None,
+        "mailman2Redirects": True,
+        "socialLoginProviders": ["github", "gitlab"],
+        "socialLoginApps": [
+            "allauth.socialaccount.providers.github",
+            "allauth.socialaccount.providers.gitlab",
+        ],
+        "dkimSelector": "mailman",
+        "sshAuthorizedKeys": [
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyDeployKeyDeployKeyDeployKey deploy"
+        ],
+        "sshAllowedIps": ["0.0.0.0/0", "::/0"],
+    }
+
+
+@pytest.mark.nix
+def test_staging_document_uses_sqlite_and_the_staging_acme_directory(evaluate) -> None:
+    values = evaluate(DOCUMENTS / "staging-sqlite.json")
+    assert values["usePostgresql"] is False
+    assert values["acmeServer"] == "https://acme-staging-v02.api.letsencrypt.org/directory"
+    assert values["socialLoginApps"] == []
+
+
+@pytest.mark.nix
+def test_hostname_splits_into_first_label_and_domain(evaluate) -> None:
+    values = evaluate(DOCUMENTS / "staging-sqlite.json")
+    assert (values["hostName"], values["domain"]) == ("pr-123", "lists.example.net")
+
+
+@pytest.mark.nix
+def test_first_mail_domain_is_the_redirect_domain(evaluate, production_document) -> None:
+    production_document["mailDomains"] = ["example.net", "example.org"]
+    assert evaluate(production_document)["primaryMailDomain"] == "example.net"
+
+
+def _broken(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    broken = copy.deepcopy(document)
+    *parents, key = path.split(".")
+    target = broken
+    for parent in parents:
+        target = target[parent]
+    target[key] = value
+    return broken
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("schemaVersion", 2, "deployment.json: schemaVersion: expected 1"),
+        ("hostname", "localhost", "deployment.json: hostname: expected a fully qualified"),
+        ("nixosRelease", "unstable", "deployment.json: nixosRelease: expected a NixOS branch"),
+        ("database", "mysql", "deployment.json: database: expected one of postgresql, sqlite"),
+        ("acmeStaging", "no", "deployment.json: acmeStaging: expected true or false"),
+        ("mailDomains", [], "deployment.json: mailDomains: expected at least one entry"),
+        ("sshAuthorizedKeys", "ssh-ed25519 AAAA", "sshAuthorizedKeys: expected a list of strings"),
+        ("network.ipv6PrefixLength", "64", "network.ipv6PrefixLength: expected an integer"),
+        ("dataVolume.fsType", "xfs", "dataVolume.fsType: expected one of ext4"),
+        ("network", "203.0.113.10", "deployment.json: network: expected an object"),
+    ],
+)
+def test_bad_value_stops_evaluation_with_one_line_naming_the_key(
+    evaluate, production_document, path: str, value: Any, message: str
+) -> None:
+    with pytest.raises(EvalError, match=message):
+        evaluate(_broken(production_document, path, value))
