@@ -331,6 +331,13 @@ def format_table(results: Sequence[Result]) -> str:
 
 
 def _reason(error: BaseException) -> str:
+    # dnspython's messages list every server tried; the kind of failure is what the table needs.
+    if isinstance(error, dns.resolver.NXDOMAIN):
+        return "no such name (NXDOMAIN)"
+    if isinstance(error, dns.resolver.NoAnswer):
+        return "no record of this type"
+    if isinstance(error, dns.resolver.LifetimeTimeout):
+        return "DNS timed out"
     text = str(error) or type(error).__name__
     return " ".join(text.split())[:160]
 
@@ -352,13 +359,15 @@ def read_outputs(stack: str | None, outputs_file: str | None) -> dict[str, Any]:
     return data
 
 
-def make_resolver(nameserver: str | None, port: int = 53) -> dns.resolver.Resolver:
+def make_resolver(
+    nameserver: str | None, port: int = 53, timeout: float = 10.0
+) -> dns.resolver.Resolver:
     """The system's resolver, or one that asks only nameserver (on port) when given."""
-    if not nameserver:
-        return dns.resolver.Resolver()
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [nameserver]
-    resolver.port = port
+    resolver = dns.resolver.Resolver(configure=not nameserver)
+    if nameserver:
+        resolver.nameservers = [nameserver]
+        resolver.port = port
+    resolver.lifetime = timeout
     return resolver
 
 
@@ -394,7 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"smoke check: cannot read stack outputs: {_reason(error)}", file=sys.stderr)
         return 2
     probe = Probe(
-        resolver=make_resolver(args.nameserver, args.dns_port),
+        resolver=make_resolver(args.nameserver, args.dns_port, args.timeout),
         connect_to=args.connect_to,
         https_port=args.https_port,
         smtp_port=args.smtp_port,

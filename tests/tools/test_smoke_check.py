@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import sys
 
@@ -27,7 +28,7 @@ from tools.smoke_check import Probe, Result, Site, make_resolver, run_checks
 
 def probe_for(world: World, **overrides: object) -> Probe:
     settings: dict[str, object] = {
-        "resolver": make_resolver("127.0.0.1", world.dns_port),
+        "resolver": make_resolver("127.0.0.1", world.dns_port, timeout=5.0),
         "connect_to": "127.0.0.1",
         "https_port": world.https_port,
         "smtp_port": world.smtp_port,
@@ -234,7 +235,26 @@ def test_mx_pointing_elsewhere_fails(world) -> None:
 def test_missing_mx_fails(world) -> None:
     del world.zone.records[(HOSTNAME, "MX")]
 
-    assert failed(check(world)) == [("DNS MX", HOSTNAME)]
+    results = check(world)
+
+    assert failed(results) == [("DNS MX", HOSTNAME)]
+    assert next(r.detail for r in results if r.target == HOSTNAME and r.check == "DNS MX") == (
+        "no such name (NXDOMAIN)"
+    )
+
+
+def test_a_dns_server_that_does_not_answer_fails_every_dns_check_in_time(world) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        resolver = make_resolver("127.0.0.1", silent.getsockname()[1], timeout=0.3)
+        results = check(world, resolver=resolver, skip=frozenset({"https", "smtp"}))
+    finally:
+        silent.close()
+
+    dns_rows = [r for r in results if r.status != "SKIP"]
+    assert len(dns_rows) == 6
+    assert {(r.status, r.detail) for r in dns_rows} == {("FAIL", "DNS timed out")}
 
 
 def test_ipv4_ptr_with_the_provider_default_name_fails(world) -> None:
