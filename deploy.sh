@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Quick start: from a clone to a live Mailman site in one command.
+#
+#   export HCLOUD_TOKEN=...      # Hetzner Cloud project API token (read & write)
+#   ./deploy.sh --hostname lists.example.org --admin-email you@example.org --dns-zone example.org
+#
+# It logs in to a state backend (the local file backend in ~/.pulumi when none is configured),
+# selects or creates the stack, writes its mailman:* settings, stores the Hetzner token as an
+# encrypted stack secret, and runs `pulumi up`. Run it again to change a setting and re-apply.
+# Secrets never go on a command line: the token is piped to `pulumi config set --secret`, the
+# passphrase of a self-managed backend comes from PULUMI_CONFIG_PASSPHRASE(_FILE) or a prompt.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+  cat <<'EOF'
+usage: ./deploy.sh --hostname FQDN --admin-email EMAIL [options]
+
+  --hostname FQDN        web and mail host name, e.g. lists.example.org    (mailman:hostname)
+  --admin-email EMAIL    site owner, ACME account, superuser e-mail         (mailman:adminEmail)
+  --dns-zone ZONE        Hetzner DNS zone to write records into             (mailman:dnsZone)
+                         (to manage DNS yourself: `pulumi config rm mailman:dnsZone`;
+                         the records to create are then the dnsRecords output)
+  --mail-domain DOMAIN   a domain lists live in; repeat for several         (mailman:mailDomains)
+  --stack NAME           Pulumi stack (default: production)
+  --yes                  apply without the interactive confirmation of `pulumi up`
+  -h, --help             this help
+
+Environment: HCLOUD_TOKEN (required); PULUMI_BACKEND_URL, PULUMI_ACCESS_TOKEN,
+PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE (optional, see README "State backend").
+EOF
+}
+
+die() {
+  echo "deploy.sh: $*" >&2
+  exit 2
+}
+
+hostname=""
+admin_email=""
+dns_zone=""
+stack="production"
+mail_domains=()
+up_flags=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --hostname) hostname="${2:-}"; shift 2 || die "--hostname needs a value" ;;
+    --admin-email) admin_email="${2:-}"; shift 2 || die "--admin-email needs a value" ;;
+    --dns-zone) dns_zone="${2:-}"; shift 2 || die "--dns-zone needs a value" ;;
+    --mail-domain) mail_domains+=("${2:-}"); shift 2 || die "--mail-domain needs a value" ;;
+    --stack) stack="${2:-}"; shift 2 || die "--stack needs a value" ;;
+    --yes) up_flags+=(--yes); shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+[ -n "$hostname" ] || die "--hostname is required (the site's FQDN, e.g. lists.example.org)"
+[ -n "$admin_email" ] || die "--admin-email is required (e.g. postmaster@example.org)"
+[ -n "$stack" ] || die "--stack needs a name, e.g. production"
+[ -n "${HCLOUD_TOKEN:-}" ] ||
+  die "HCLOUD_TOKEN is not set: export HCLOUD_TOKEN=<Hetzner Cloud API token, read & write>"
+command -v pulumi >/dev/null ||
+  die "pulumi not found: install the Pulumi CLI (https://www.pulumi.com/docs/install/)"
+
+# State backend: PULUMI_BACKEND_URL or an earlier `pulumi login` wins; otherwise the
+# zero-account default, a local file backend in ~/.pulumi.
+if [ -z "${PULUMI_BACKEND_URL:-}" ] && ! pulumi whoami --non-interactive >/dev/null 2>&1; then
+  echo "No Pulumi backend configured: using the local file backend (~/.pulumi)."
+  pulumi login --local
+fi
+
+# Self-managed backends (file, S3) encrypt stack secrets with a passphrase; Pulumi Cloud
+# encrypts them itself and needs none.
+backend=$(pulumi whoami --verbose --non-interactive | sed -n 's/^Backend URL: *//p')
+if [[ "$backend" != https://* ]] &&
+  [ -z "${PULUMI_CONFIG_PASSPHRASE:-}" ] && [ -z "${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]; then
+  [ -t 0 ] ||
+    die "PULUMI_CONFIG_PASSPHRASE is not set: the $backend backend encrypts secrets with it"
+  read -r -s -p "Passphrase that encrypts the secrets of stack '$stack': " PULUMI_CONFIG_PASSPHRASE
+  echo
+  [ -n "$PULUMI_CONFIG_PASSPHRASE" ] || die "the passphrase must not be empty"
+  export PULUMI_CONFIG_PASSPHRASE
+fi
+
+new_stack=false
+if ! pulumi stack select "$stack" --non-interactive 2>/dev/null; then
+  pulumi stack init "$stack" --non-interactive
+  new_stack=true
+fi
+
+# True if every list address in lists.yaml is in one of the given domains.
+lists_fit() {
+  local address domain wanted
+  while read -r address; do
+    domain="${address#*@}"
+    for wanted in "$@"; do
+      [ "$domain" = "$wanted" ] && continue 2
+    done
+    return 1
+  done < <(sed -n 's/^[[:space:]]*-[[:space:]]*address:[[:space:]]*\([^[:space:]#]*\).*/\1/p' lists.yaml)
+}
+
+config() {
+  pulumi config set --stack "$stack" --non-interactive "$@"
+}
+config mailman:hostname "$hostname"
+config mailman:adminEmail "$admin_email"
+if [ -n "$dns_zone" ]; then
+  config mailman:dnsZone "$dns_zone"
+fi
+if [ "${#mail_domains[@]}" -gt 0 ]; then
+  pulumi config rm --stack "$stack" mailman:mailDomains 2>/dev/null || true
+  for i in "${!mail_domains[@]}"; do
+    config --path "mailman:mailDomains[$i]" "${mail_domains[$i]}"
+  done
+fi
+# The committed lists.yaml holds examples for example.org, which the program rightly refuses
+# for other mail domains. A new stack whose domains they do not fit starts with its own, empty
+# lists file instead, so the first `pulumi up` succeeds; add lists there later.
+if [ "$new_stack" = true ] && ! lists_fit "${mail_domains[@]:-$hostname}"; then
+  lists_file="lists.$stack.yaml"
+  if [ ! -e "$lists_file" ]; then
+    printf '%s\n' "# Mailing lists of stack $stack, in the format of lists.yaml." "lists: []" \
+      > "$lists_file"
+  fi
+  config mailman:lists "$lists_file"
+  echo "lists.yaml's example lists are not in your mail domains: stack $stack uses $lists_file."
+fi
+# Piped, so the token is in neither argv nor the shell history; stored encrypted.
+printf '%s' "$HCLOUD_TOKEN" | config --secret hcloud:token
+
+# Creates .venv from requirements.txt (Pulumi.yaml names it) and fetches the provider plugins.
+pulumi install
+pulumi up --stack "$stack" "${up_flags[@]}"
+
+echo
+echo "Site: $(pulumi stack output siteUrl --stack "$stack")"
+echo "Check it from outside: .venv/bin/python tools/smoke_check.py --stack $stack"

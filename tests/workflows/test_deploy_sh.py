@@ -1,0 +1,259 @@
+"""deploy.sh, the quick start, run against a fake `pulumi` that records every call."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflows.conftest import ROOT
+
+TOKEN = "hcloud-token-0123456789abcdef"
+PASSPHRASE = "correct horse battery staple"
+# The committed lists.yaml holds example lists at lists.example.org.
+QUICK_START = ["--hostname", "lists.example.org", "--admin-email", "you@example.org"]
+OTHER_SITE = ["--hostname", "lists.example.net", "--admin-email", "you@example.net"]
+
+# Answers like the real CLI: `whoami` fails until logged in, `stack select` fails for a stack
+# that does not exist. Each call is logged with its argv, what it read on stdin (only
+# `config set --secret` reads it) and whether the passphrase reached its environment.
+FAKE_PULUMI = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+state = os.environ["FAKE_STATE"]
+stdin = sys.stdin.read() if args[:2] == ["config", "set"] and "--secret" in args else None
+with open(os.path.join(state, "calls.jsonl"), "a") as log:
+    log.write(json.dumps({{"argv": args, "stdin": stdin,
+        "passphrase": os.environ.get("PULUMI_CONFIG_PASSPHRASE")}}) + "\\n")
+logged_in = os.path.exists(os.path.join(state, "backend"))
+if args[0] == "login":
+    open(os.path.join(state, "backend"), "w").write("file://~")
+elif args[0] == "whoami":
+    backend = os.environ.get("PULUMI_BACKEND_URL") or (
+        open(os.path.join(state, "backend")).read() if logged_in else None)
+    if not backend:
+        sys.exit("error: PULUMI_ACCESS_TOKEN must be set for login in non-interactive sessions")
+    verbose = "\\nOrganizations: \\nBackend URL: " + backend if "--verbose" in args else ""
+    print("User: alice" + verbose)
+elif args[:2] == ["stack", "select"]:
+    if not os.path.exists(os.path.join(state, "stack-" + args[2])):
+        sys.exit("error: no stack named '" + args[2] + "' found")
+elif args[:2] == ["stack", "init"]:
+    open(os.path.join(state, "stack-" + args[2]), "w").close()
+elif args[:2] == ["stack", "output"]:
+    print("https://lists.example.org/")
+"""
+
+
+def run_deploy(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "pulumi"
+    fake.write_text(FAKE_PULUMI.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    environment = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FAKE_STATE": str(state),
+        "HCLOUD_TOKEN": TOKEN,
+        "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+        **(env or {}),
+    }
+    environment = {k: v for k, v in environment.items() if v is not None}
+    # A copy of the project, so files deploy.sh writes stay out of the repository.
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    shutil.copy2(ROOT / "deploy.sh", project / "deploy.sh")
+    shutil.copy2(ROOT / "lists.yaml", project / "lists.yaml")
+    result = subprocess.run(
+        [str(project / "deploy.sh"), *args],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    log = state / "calls.jsonl"
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return result, calls
+
+
+def argvs(calls) -> list[list[str]]:
+    return [c["argv"] for c in calls]
+
+
+def test_quick_start_logs_in_locally_creates_the_stack_configures_and_applies(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *QUICK_START, "--dns-zone", "example.org")
+
+    assert result.returncode == 0, result.stderr
+    assert argvs(calls) == [
+        ["whoami", "--non-interactive"],
+        ["login", "--local"],
+        ["whoami", "--verbose", "--non-interactive"],
+        ["stack", "select", "production", "--non-interactive"],
+        ["stack", "init", "production", "--non-interactive"],
+        ["config", "set", "--stack", "production", "--non-interactive",
+         "mailman:hostname", "lists.example.org"],
+        ["config", "set", "--stack", "production", "--non-interactive",
+         "mailman:adminEmail", "you@example.org"],
+        ["config", "set", "--stack", "production", "--non-interactive",
+         "mailman:dnsZone", "example.org"],
+        ["config", "set", "--stack", "production", "--non-interactive",
+         "--secret", "hcloud:token"],
+        ["install"],
+        ["up", "--stack", "production"],
+        ["stack", "output", "siteUrl", "--stack", "production"],
+    ]  # fmt: skip
+    assert "Site: https://lists.example.org/" in result.stdout
+
+
+def test_the_token_travels_on_stdin_never_in_argv(tmp_path) -> None:
+    _, calls = run_deploy(tmp_path, *QUICK_START)
+
+    assert [c["stdin"] for c in calls if c["stdin"] is not None] == [TOKEN]
+    assert all(TOKEN not in " ".join(c["argv"]) for c in calls)
+
+
+def test_the_passphrase_comes_from_the_environment_never_argv(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *QUICK_START)
+
+    assert PASSPHRASE not in result.stdout + result.stderr
+    assert all(PASSPHRASE not in " ".join(c["argv"]) for c in calls)
+    assert {c["passphrase"] for c in calls} == {PASSPHRASE}
+
+
+def test_an_existing_backend_login_is_kept(tmp_path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "backend").write_text("s3://bucket?region=eu-central")
+
+    _, calls = run_deploy(tmp_path, *QUICK_START)
+
+    assert ["login", "--local"] not in argvs(calls)
+
+
+def test_backend_url_from_the_environment_is_used_as_is(tmp_path) -> None:
+    _, calls = run_deploy(tmp_path, *QUICK_START, env={"PULUMI_BACKEND_URL": "s3://state"})
+
+    assert not [a for a in argvs(calls) if a[0] in ("login", "logout")]
+
+
+def test_an_existing_stack_is_selected_not_created_again(tmp_path) -> None:
+    run_deploy(tmp_path, *QUICK_START)
+    (tmp_path / "state" / "calls.jsonl").unlink()
+
+    result, calls = run_deploy(tmp_path, *QUICK_START, "--stack", "production", "--yes")
+
+    assert result.returncode == 0, result.stderr
+    assert not [a for a in argvs(calls) if a[:2] == ["stack", "init"]]
+    assert ["up", "--stack", "production", "--yes"] in argvs(calls)
+
+
+def test_mail_domains_are_written_as_a_list(tmp_path) -> None:
+    _, calls = run_deploy(
+        tmp_path, *QUICK_START, "--mail-domain", "example.org", "--mail-domain", "example.net"
+    )
+
+    sets = [a[-3:] for a in argvs(calls) if "--path" in a]
+    assert sets == [
+        ["--path", "mailman:mailDomains[0]", "example.org"],
+        ["--path", "mailman:mailDomains[1]", "example.net"],
+    ]
+
+
+def test_pulumi_cloud_needs_no_passphrase(tmp_path) -> None:
+    result, calls = run_deploy(
+        tmp_path,
+        *QUICK_START,
+        env={"PULUMI_BACKEND_URL": "https://api.pulumi.com", "PULUMI_CONFIG_PASSPHRASE": None},
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert ["up", "--stack", "production"] in argvs(calls)
+
+
+def test_a_self_managed_backend_without_passphrase_or_terminal_stops_with_one_line(
+    tmp_path,
+) -> None:
+    result, calls = run_deploy(tmp_path, *QUICK_START, env={"PULUMI_CONFIG_PASSPHRASE": None})
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "deploy.sh: PULUMI_CONFIG_PASSPHRASE is not set: "
+        "the file://~ backend encrypts secrets with it"
+    )
+    assert not [a for a in argvs(calls) if a[0] in ("stack", "config", "up")]
+
+
+def test_missing_token_stops_before_calling_pulumi(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *QUICK_START, env={"HCLOUD_TOKEN": None})
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("deploy.sh: HCLOUD_TOKEN is not set")
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--admin-email", "you@example.org"], "deploy.sh: --hostname is required"),
+        (["--hostname", "lists.example.org"], "deploy.sh: --admin-email is required"),
+        ([*QUICK_START, "--bogus"], "deploy.sh: unknown argument: --bogus"),
+    ],
+)
+def test_bad_arguments_stop_with_one_line(tmp_path, args, message) -> None:
+    result, calls = run_deploy(tmp_path, *args)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert calls == []
+
+
+def test_deploy_sh_is_shellcheck_clean() -> None:
+    if not shutil.which("shellcheck"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck missing (apt_packages in .ci/run)")
+        pytest.skip("shellcheck not installed")
+
+    result = subprocess.run(
+        ["shellcheck", "deploy.sh"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+    assert result.returncode == 0, result.stdout
+
+
+def test_a_new_stack_whose_domains_do_not_fit_lists_yaml_gets_an_empty_lists_file(
+    tmp_path,
+) -> None:
+    result, calls = run_deploy(tmp_path, *OTHER_SITE)
+
+    assert result.returncode == 0, result.stderr
+    lists_file = tmp_path / "project" / "lists.production.yaml"
+    assert lists_file.read_text().splitlines()[-1] == "lists: []"
+    assert argvs(calls).index(
+        ["config", "set", "--stack", "production", "--non-interactive",
+         "mailman:lists", "lists.production.yaml"]
+    ) < argvs(calls).index(["up", "--stack", "production"])  # fmt: skip
+
+
+def test_lists_yaml_is_kept_when_its_lists_fit_the_mail_domains(tmp_path) -> None:
+    _, calls = run_deploy(tmp_path, *OTHER_SITE, "--mail-domain", "lists.example.org")
+
+    assert not [a for a in argvs(calls) if "mailman:lists" in a]
+    assert not (tmp_path / "project" / "lists.production.yaml").exists()
+
+
+def test_an_existing_stack_keeps_its_lists_setting(tmp_path) -> None:
+    run_deploy(tmp_path, *QUICK_START)
+    (tmp_path / "state" / "calls.jsonl").unlink()
+
+    _, calls = run_deploy(tmp_path, *OTHER_SITE)
+
+    assert not [a for a in argvs(calls) if "mailman:lists" in a]
