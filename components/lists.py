@@ -3,6 +3,10 @@
 The normalized form (docs/contracts.md section 6) is what the reconcile program on the host reads:
 one dict per entry, sorted by address, values already validated, only the settings the file
 mentions. Field names are Mailman's own REST attribute names.
+
+Two shorthands keep one lists file valid for every stack: an address without `@domain` lives in
+the stack's first mail domain, and an entry without `owners` is owned by the site owner
+(`mailman:adminEmail`). The normalized form always carries the resolved values.
 """
 
 from __future__ import annotations
@@ -21,7 +25,24 @@ class ListsError(ValueError):
 
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[a-z0-9.-]+\.[a-z]{2,63}$")
-_LIST_LOCAL_PART = re.compile(r"^[a-z0-9][a-z0-9._+-]{0,63}$")
+# Mailman's default `listname_chars` is `[-_.0-9a-z]` (no `+`: that is its VERP delimiter); the
+# dot rules are those of an e-mail local part (no leading, trailing or doubled dot).
+_LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
+_LIST_NAME_MAX = 64
+# Mailman's LMTP runner reads `<list>-<name>@domain` as sub-address <name> of list <list>
+# (runners/lmtp.py SUBADDRESS_NAMES), so a list whose name ends in one of them never gets its
+# own posts: `news-request` would be the request address of `news`.
+SUBADDRESS_NAMES = (
+    "admin",
+    "bounces",
+    "confirm",
+    "join",
+    "leave",
+    "owner",
+    "request",
+    "subscribe",
+    "unsubscribe",
+)
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
 
 STYLES = ("legacy-default", "legacy-announce", "private-default")
@@ -112,30 +133,53 @@ def _people(entry: _Entry, field: str, value: object, *, required: bool) -> list
         return []
     if not isinstance(value, list) or (required and not value):
         raise entry.error(
-            field, value, "a list of e-mail addresses" + (" (at least one)" if required else "")
+            field,
+            value,
+            "a list of e-mail addresses"
+            + (" (at least one; leave the key out for mailman:adminEmail)" if required else ""),
         )
     return sorted({_check_email(entry, field, v) for v in value})
 
 
-def _normalize(
-    entry_data: object, index: int, file: str, mail_domains: tuple[str, ...]
-) -> NormalizedList:
-    if not isinstance(entry_data, dict):
-        raise _Entry(file, f"#{index + 1}").error("entry", entry_data, "a mapping of list fields")
-    address = entry_data.get("address")
-    entry = _Entry(file, str(address) if isinstance(address, str) else f"#{index + 1}")
-    if not isinstance(address, str) or address.count("@") != 1:
-        raise entry.error("address", address, "a list address (name@domain)")
-    local, _, domain = address.strip().lower().partition("@")
-    if not _LIST_LOCAL_PART.match(local):
+def _list_address(entry: _Entry, value: object, mail_domains: tuple[str, ...]) -> str:
+    """`name` or `name@domain` -> the list's full address, in one of `mail_domains`."""
+    if not isinstance(value, str) or value.count("@") > 1:
+        raise entry.error("address", value, "a list name or address (name or name@domain)")
+    name, at, domain = value.strip().lower().partition("@")
+    if not at:
+        domain = mail_domains[0]
+    if len(name) > _LIST_NAME_MAX or not _LIST_NAME.match(name):
         raise entry.error(
-            "address", address, "a list address with a plain local part (a-z, 0-9, . _ + -)"
+            "address",
+            value,
+            "a list name of at most 64 characters a-z, 0-9, . _ - "
+            "(starting with a letter or digit, no leading, trailing or doubled dot)",
+        )
+    if name.rpartition("-")[2] in SUBADDRESS_NAMES:
+        raise entry.error(
+            "address",
+            value,
+            "a list name whose last -part is not a Mailman sub-address ("
+            + ", ".join(SUBADDRESS_NAMES)
+            + ")",
         )
     if domain not in mail_domains:
         raise entry.error(
-            "address", address, "in one of mailDomains (" + ", ".join(mail_domains) + ")"
+            "address", value, "in one of mailDomains (" + ", ".join(mail_domains) + ")"
         )
-    address = f"{local}@{domain}"
+    return f"{name}@{domain}"
+
+
+def _normalize(
+    entry_data: object, index: int, file: str, mail_domains: tuple[str, ...], default_owner: str
+) -> NormalizedList:
+    if not isinstance(entry_data, dict):
+        raise _Entry(file, f"#{index + 1}").error("entry", entry_data, "a mapping of list fields")
+    raw_address = entry_data.get("address")
+    entry = _Entry(file, str(raw_address) if isinstance(raw_address, str) else f"#{index + 1}")
+    address = _list_address(entry, raw_address, mail_domains)
+    # From here on errors name the resolved address, so the user sees which domain it got.
+    entry = _Entry(file, address)
 
     absent = entry_data.get("absent", False)
     if not isinstance(absent, bool):
@@ -156,18 +200,30 @@ def _normalize(
         if not isinstance(field, str):
             raise entry.error("field", field, "a setting name")
         settings[field] = _check_setting(entry, field, value)
+    # Only a missing key means "the site owner": `owners: []` or a bare `owners:` is a list
+    # left without an owner by mistake, and stays an error.
+    if "owners" in entry_data:
+        owners = _people(entry, "owners", entry_data["owners"], required=True)
+    else:
+        owners = [default_owner.strip().lower()]
     return {
         "address": address,
         "absent": False,
         "style": style,
-        "owners": _people(entry, "owners", entry_data.get("owners"), required=True),
+        "owners": owners,
         "moderators": _people(entry, "moderators", entry_data.get("moderators"), required=False),
         "settings": dict(sorted(settings.items())),
     }
 
 
-def parse_lists(text: str, file: str, mail_domains: tuple[str, ...]) -> tuple[NormalizedList, ...]:
-    """Validate the YAML text of a lists file and return its normalized lists."""
+def parse_lists(
+    text: str, file: str, mail_domains: tuple[str, ...], default_owner: str
+) -> tuple[NormalizedList, ...]:
+    """Validate the YAML text of a lists file and return its normalized lists.
+
+    `mail_domains[0]` is the domain of an address given as a bare list name; `default_owner`
+    (the site owner, mailman:adminEmail) owns every list whose entry has no `owners` key.
+    """
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -183,7 +239,9 @@ def parse_lists(text: str, file: str, mail_domains: tuple[str, ...]) -> tuple[No
     entries = document["lists"] or []
     if not isinstance(entries, list):
         raise ListsError(f"{file}: lists: {entries!r} is not a list of list entries")
-    normalized = [_normalize(e, i, file, mail_domains) for i, e in enumerate(entries)]
+    normalized = [
+        _normalize(e, i, file, mail_domains, default_owner) for i, e in enumerate(entries)
+    ]
     seen: set[str] = set()
     for item in normalized:
         if item["address"] in seen:
@@ -196,6 +254,8 @@ def _by_address(item: NormalizedList) -> str:
     return str(item["address"])
 
 
-def load_lists(path: Path, mail_domains: tuple[str, ...]) -> tuple[NormalizedList, ...]:
+def load_lists(
+    path: Path, mail_domains: tuple[str, ...], default_owner: str
+) -> tuple[NormalizedList, ...]:
     """Read `path` and return its normalized lists; `ListsError` names file, list and field."""
-    return parse_lists(path.read_text(encoding="utf-8"), path.name, mail_domains)
+    return parse_lists(path.read_text(encoding="utf-8"), path.name, mail_domains, default_owner)

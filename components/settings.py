@@ -363,7 +363,7 @@ def _admin_password(reader: _Reader) -> pulumi.Output[str] | None:
 
 
 def _lists(
-    reader: _Reader, mail_domains: tuple[str, ...]
+    reader: _Reader, mail_domains: tuple[str, ...], admin_email: str
 ) -> tuple[Path, tuple[NormalizedList, ...]]:
     key = "lists"
     text = reader.string(key, "lists.yaml")
@@ -372,7 +372,7 @@ def _lists(
     if not path.is_file():
         fail(key, text, "a path to an existing YAML file (relative to the project directory)")
     try:
-        return path, load_lists(path, mail_domains)
+        return path, load_lists(path, mail_domains, admin_email)
     except ListsError as error:
         raise pulumi.RunError(f"{NAMESPACE}:{key}: {error}") from None
 
@@ -480,7 +480,7 @@ def load_settings() -> Settings:
     names = _names(reader)
     machine = _machine(reader)
     site = _site(reader)
-    lists_path, lists = _lists(reader, names["mail_domains"])
+    lists_path, lists = _lists(reader, names["mail_domains"], names["admin_email"])
     return Settings(
         project=pulumi.get_project(),
         stack=pulumi.get_stack(),

@@ -8,20 +8,116 @@ from components.lists import ListsError, load_lists, parse_lists
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ("example.org", "lists.example.org")
+SITE_OWNER = "postmaster@example.org"
 
 
 def _parse(text: str):
-    return parse_lists(text, "lists.yaml", DOMAINS)
+    return parse_lists(text, "lists.yaml", DOMAINS, SITE_OWNER)
 
 
 def test_shipped_lists_file_is_valid_for_the_quick_start_domain():
-    lists = load_lists(REPO / "lists.yaml", ("lists.example.org",))
+    lists = load_lists(REPO / "lists.yaml", ("lists.example.org",), SITE_OWNER)
     assert [entry["address"] for entry in lists] == [
         "announce@lists.example.org",
         "discuss@lists.example.org",
     ]
+    assert [entry["style"] for entry in lists] == ["legacy-announce", "legacy-default"]
     assert all(entry["settings"]["description"] for entry in lists)
-    assert all(entry["owners"] for entry in lists)
+    assert all(entry["owners"] == [SITE_OWNER] for entry in lists)
+
+
+def test_shipped_lists_file_is_valid_for_any_other_site_unchanged():
+    lists = load_lists(REPO / "lists.yaml", ("example.net", "lists.example.net"), "Ops@Example.net")
+    assert [entry["address"] for entry in lists] == [
+        "announce@example.net",
+        "discuss@example.net",
+    ]
+    assert all(entry["owners"] == ["ops@example.net"] for entry in lists)
+
+
+def test_a_list_name_without_domain_lives_in_the_first_mail_domain():
+    (entry,) = _parse("lists:\n  - address: News\n    owners: [o@example.org]\n")
+    assert entry["address"] == "news@example.org"
+
+
+def test_a_full_address_may_name_any_of_the_mail_domains():
+    (entry,) = _parse("lists:\n  - address: news@lists.example.org\n    owners: [o@example.org]\n")
+    assert entry["address"] == "news@lists.example.org"
+
+
+def test_a_list_name_and_its_full_address_are_the_same_list():
+    with pytest.raises(ListsError, match="list news@example.org: address: is not unique"):
+        _parse("lists:\n  - {address: news}\n  - {address: news@example.org}\n")
+
+
+def test_a_list_without_owners_is_owned_by_the_site_owner():
+    (entry,) = _parse("lists:\n  - address: news\n")
+    assert entry["owners"] == [SITE_OWNER]
+
+
+def test_named_owners_replace_the_site_owner():
+    (entry,) = _parse("lists:\n  - address: news\n    owners: [b@example.org, a@example.org]\n")
+    assert entry["owners"] == ["a@example.org", "b@example.org"]
+
+
+def test_an_absent_entry_may_use_a_list_name():
+    (entry,) = _parse("lists:\n  - address: old\n    absent: true\n")
+    assert entry == {"address": "old@example.org", "absent": True}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "dev-announce",
+        "python.org_users",
+        "x" * 64,
+        "owners",
+        "requests-team",
+        "join-us",
+        "news-bounce",
+    ],
+)
+def test_list_names_mailman_accepts(name):
+    (entry,) = _parse(f"lists:\n  - address: {name}\n")
+    assert entry["address"] == f"{name}@example.org"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "news+tag", "news letter", "-news", ".news", "news.", "a..b", "nëws", "x" * 65, "a/b"],
+)
+def test_list_names_mailman_refuses_are_errors(name):
+    with pytest.raises(ListsError) as error:
+        _parse(f"lists:\n  - address: '{name}'\n")
+    assert str(error.value).startswith(f"lists.yaml: list {name}: address: {name!r} is not a list name")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "news-owner",
+        "news-request",
+        "news-bounces",
+        "news-admin",
+        "news-confirm",
+        "news-join",
+        "news-leave",
+        "news-subscribe",
+        "news-unsubscribe",
+        "owner",
+        "request",
+        "News-Request@example.org",
+    ],
+)
+def test_list_names_that_mailman_routes_as_a_sub_address_are_errors(name):
+    with pytest.raises(ListsError) as error:
+        _parse(f"lists:\n  - address: {name}\n")
+    assert str(error.value) == (
+        f"lists.yaml: list {name}: address: {name!r} is not a list name whose last -part is "
+        "not a Mailman sub-address (admin, bounces, confirm, join, leave, owner, request, "
+        "subscribe, unsubscribe)"
+    )
 
 
 def test_normalized_form_has_only_the_settings_the_file_mentions():
@@ -49,7 +145,7 @@ def test_normalized_form_has_only_the_settings_the_file_mentions():
 
 
 def test_style_defaults_to_legacy_default():
-    (entry,) = _parse("lists:\n  - address: a@example.org\n    owners: [o@example.org]\n")
+    (entry,) = _parse("lists:\n  - address: a\n")
     assert entry["style"] == "legacy-default"
     assert entry["settings"] == {}
 
@@ -78,7 +174,30 @@ def test_empty_file_means_no_lists():
         (
             "lists:\n  - address: a@example.org\n    owners: []\n",
             "lists.yaml: list a@example.org: owners: [] is not a list of e-mail addresses "
-            "(at least one)",
+            "(at least one; leave the key out for mailman:adminEmail)",
+        ),
+        (
+            "lists:\n  - address: a\n    owners:\n",
+            "lists.yaml: list a@example.org: owners: None is not a list of e-mail addresses "
+            "(at least one",
+        ),
+        (
+            "lists:\n  - address: a@other.net\n",
+            "lists.yaml: list a@other.net: address: 'a@other.net' is not in one of mailDomains "
+            "(example.org, lists.example.org)",
+        ),
+        (
+            "lists:\n  - address: a@b@example.org\n",
+            "lists.yaml: list a@b@example.org: address: 'a@b@example.org' is not a list name or "
+            "address (name or name@domain)",
+        ),
+        (
+            "lists:\n  - address: 42\n",
+            "lists.yaml: list #1: address: 42 is not a list name or address",
+        ),
+        (
+            "lists:\n  - address: news\n    colour: blue\n",
+            "lists.yaml: list news@example.org: colour: 'blue' is not a known list setting",
         ),
         (
             "lists:\n  - address: a@example.org\n    owners: [o@example.org]\n    colour: blue\n",
