@@ -7,6 +7,8 @@
 # It logs in to a state backend (the local file backend in ~/.pulumi when none is configured),
 # selects or creates the stack, writes its mailman:* settings, stores the Hetzner token as an
 # encrypted stack secret, and runs `pulumi up`. Run it again to change a setting and re-apply.
+# The example lists in lists.yaml fit every site as they are: they live in the first mail
+# domain and belong to the --admin-email address until the file names other owners.
 # Secrets never go on a command line: the token is piped to `pulumi config set --secret`, the
 # passphrase of a self-managed backend comes from PULUMI_CONFIG_PASSPHRASE(_FILE) or a prompt.
 set -euo pipefail
@@ -17,7 +19,8 @@ usage() {
 usage: ./deploy.sh --hostname FQDN --admin-email EMAIL [options]
 
   --hostname FQDN        web and mail host name, e.g. lists.example.org    (mailman:hostname)
-  --admin-email EMAIL    site owner, ACME account, superuser e-mail         (mailman:adminEmail)
+  --admin-email EMAIL    site owner, ACME account, superuser e-mail,        (mailman:adminEmail)
+                         owner of every list in lists.yaml without `owners:`
   --dns-zone ZONE        Hetzner DNS zone to write records into             (mailman:dnsZone)
                          (to manage DNS yourself: `pulumi config rm mailman:dnsZone`;
                          the records to create are then the dnsRecords output)
@@ -83,23 +86,9 @@ if [[ "$backend" != https://* ]] &&
   export PULUMI_CONFIG_PASSPHRASE
 fi
 
-new_stack=false
 if ! pulumi stack select "$stack" --non-interactive 2>/dev/null; then
   pulumi stack init "$stack" --non-interactive
-  new_stack=true
 fi
-
-# True if every list address in lists.yaml is in one of the given domains.
-lists_fit() {
-  local address domain wanted
-  while read -r address; do
-    domain="${address#*@}"
-    for wanted in "$@"; do
-      [ "$domain" = "$wanted" ] && continue 2
-    done
-    return 1
-  done < <(sed -n 's/^[[:space:]]*-[[:space:]]*address:[[:space:]]*\([^[:space:]#]*\).*/\1/p' lists.yaml)
-}
 
 config() {
   pulumi config set --stack "$stack" --non-interactive "$@"
@@ -114,18 +103,6 @@ if [ "${#mail_domains[@]}" -gt 0 ]; then
   for i in "${!mail_domains[@]}"; do
     config --path "mailman:mailDomains[$i]" "${mail_domains[$i]}"
   done
-fi
-# The committed lists.yaml holds examples for example.org, which the program rightly refuses
-# for other mail domains. A new stack whose domains they do not fit starts with its own, empty
-# lists file instead, so the first `pulumi up` succeeds; add lists there later.
-if [ "$new_stack" = true ] && ! lists_fit "${mail_domains[@]:-$hostname}"; then
-  lists_file="lists.$stack.yaml"
-  if [ ! -e "$lists_file" ]; then
-    printf '%s\n' "# Mailing lists of stack $stack, in the format of lists.yaml." "lists: []" \
-      > "$lists_file"
-  fi
-  config mailman:lists "$lists_file"
-  echo "lists.yaml's example lists are not in your mail domains: stack $stack uses $lists_file."
 fi
 # Piped, so the token is in neither argv nor the shell history; stored encrypted.
 printf '%s' "$HCLOUD_TOKEN" | config --secret hcloud:token

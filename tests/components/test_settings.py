@@ -158,6 +158,38 @@ def test_lists_file_errors_name_file_list_and_field(tmp_path):
     assert run.resources == []
 
 
+@pytest.mark.parametrize(
+    ("config", "addresses"),
+    [
+        (BASE, ["announce@lists.example.org", "discuss@lists.example.org"]),
+        (
+            {
+                "hostname": "mail.example.net",
+                "adminEmail": "ops@example.net",
+                "mailDomains": ["example.net", "mail.example.net"],
+            },
+            ["announce@example.net", "discuss@example.net"],
+        ),
+    ],
+)
+def test_the_shipped_lists_file_fits_every_site_unchanged(config, addresses):
+    settings = run_program(config).namespace["site"].settings
+    assert settings.lists_path == Path("lists.yaml")
+    assert [entry["address"] for entry in settings.lists] == addresses
+    assert [entry["owners"] for entry in settings.lists] == [[config["adminEmail"]]] * 2
+
+
+def test_a_list_address_outside_the_mail_domains_names_file_list_and_field(tmp_path):
+    bad = tmp_path / "lists.yaml"
+    bad.write_text("lists:\n  - address: news@example.org\n")
+    run = run_failing_program({**BASE, "lists": str(bad)})
+    assert str(run.error) == (
+        "mailman:lists: lists.yaml: list news@example.org: address: 'news@example.org' "
+        "is not in one of mailDomains (lists.example.org)"
+    )
+    assert run.resources == []
+
+
 def test_hostname_is_normalized_to_lower_case_without_trailing_dot():
     run = run_program({**BASE, "hostname": "Lists.Example.org."})
     assert run.outputs["hostname"] == "lists.example.org"

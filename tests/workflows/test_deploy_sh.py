@@ -16,7 +16,6 @@ from tests.workflows.conftest import ROOT
 
 TOKEN = "hcloud-token-0123456789abcdef"
 PASSPHRASE = "correct horse battery staple"
-# The committed lists.yaml holds example lists at lists.example.org.
 QUICK_START = ["--hostname", "lists.example.org", "--admin-email", "you@example.org"]
 OTHER_SITE = ["--hostname", "lists.example.net", "--admin-email", "you@example.net"]
 
@@ -229,31 +228,11 @@ def test_deploy_sh_is_shellcheck_clean() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_a_new_stack_whose_domains_do_not_fit_lists_yaml_gets_an_empty_lists_file(
-    tmp_path,
-) -> None:
-    result, calls = run_deploy(tmp_path, *OTHER_SITE)
+def test_any_site_uses_the_shipped_lists_yaml_as_it_is(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *OTHER_SITE, "--mail-domain", "example.net")
 
     assert result.returncode == 0, result.stderr
-    lists_file = tmp_path / "project" / "lists.production.yaml"
-    assert lists_file.read_text().splitlines()[-1] == "lists: []"
-    assert argvs(calls).index(
-        ["config", "set", "--stack", "production", "--non-interactive",
-         "mailman:lists", "lists.production.yaml"]
-    ) < argvs(calls).index(["up", "--stack", "production"])  # fmt: skip
-
-
-def test_lists_yaml_is_kept_when_its_lists_fit_the_mail_domains(tmp_path) -> None:
-    _, calls = run_deploy(tmp_path, *OTHER_SITE, "--mail-domain", "lists.example.org")
-
     assert not [a for a in argvs(calls) if "mailman:lists" in a]
-    assert not (tmp_path / "project" / "lists.production.yaml").exists()
-
-
-def test_an_existing_stack_keeps_its_lists_setting(tmp_path) -> None:
-    run_deploy(tmp_path, *QUICK_START)
-    (tmp_path / "state" / "calls.jsonl").unlink()
-
-    _, calls = run_deploy(tmp_path, *OTHER_SITE)
-
-    assert not [a for a in argvs(calls) if "mailman:lists" in a]
+    project = tmp_path / "project"
+    assert sorted(p.name for p in project.glob("lists*.yaml")) == ["lists.yaml"]
+    assert (project / "lists.yaml").read_text() == (ROOT / "lists.yaml").read_text()
