@@ -259,3 +259,14 @@ def test_schema_errors_name_file_list_and_field(yaml_text, message):
         _parse(yaml_text)
     assert str(error.value).startswith(message)
     assert "\n" not in str(error.value)
+
+
+def test_the_contract_example_is_a_valid_lists_file():
+    contract = (REPO / "docs" / "contracts.md").read_text(encoding="utf-8")
+    section = contract.split("## 6.", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    lists = parse_lists(example, "contracts.md", ("example.org",), SITE_OWNER)
+    assert [(entry["address"], entry["absent"]) for entry in lists] == [
+        ("announce@example.org", False),
+        ("old@example.org", True),
+    ]
