@@ -11,6 +11,7 @@ from typing import Any
 
 import pulumi
 
+from components.dns_records import MtaStsPolicy
 from components.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -26,6 +27,7 @@ def deployment_document(
     ssh_authorized_keys: list[str],
 ) -> dict[str, Any]:
     """The document as a dict, in the contract's key order."""
+    mta_sts = MtaStsPolicy.for_certificates(acme_staging=settings.acme_staging)
     return {
         "schemaVersion": SCHEMA_VERSION,
         "hostname": settings.hostname,
@@ -45,6 +47,8 @@ def deployment_document(
         "dkimSelector": settings.dkim_selector,
         "sshAuthorizedKeys": ssh_authorized_keys,
         "sshAllowedIps": list(settings.ssh_allowed_ips),
+        # The policy served at https://mta-sts.<domain>/; DNS publishes the hash of its text.
+        "mtaSts": {"mode": mta_sts.mode, "maxAge": mta_sts.max_age},
     }
 
 

@@ -14,7 +14,13 @@ from collections.abc import Callable
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.dns_records import Record, in_zone, site_records, txt_presentation
+from components.dns_records import (
+    MtaStsPolicy,
+    Record,
+    in_zone,
+    site_records,
+    txt_presentation,
+)
 from components.settings import Settings
 
 _PLACEHOLDER_PEM = "-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n"
@@ -30,13 +36,14 @@ def _records(settings: Settings, ipv4: str, ipv6: str, dkim_public_key_pem: str)
         dmarc_policy=settings.dmarc_policy,
         dkim_selector=settings.dkim_selector,
         dkim_public_key_pem=dkim_public_key_pem,
+        mta_sts=MtaStsPolicy.for_certificates(acme_staging=settings.acme_staging),
     )
 
 
 def exported_record(record: Record) -> dict[str, object]:
     """A record as the `dnsRecords` output shows it: TXT values in zone-file quoting."""
     values = [txt_presentation(v) if record.type == "TXT" else v for v in record.values]
-    return {"name": record.name, "type": record.type, "ttl": record.ttl, "values": values}
+    return {**record.as_dict(), "values": values}
 
 
 def _values_at(index: int) -> Callable[[list[Record]], list[str]]:

@@ -31,6 +31,7 @@ let
     "dkimSelector"
     "sshAuthorizedKeys"
     "sshAllowedIps"
+    "mtaSts"
   ];
   networkKeys = [
     "ipv4Address"
@@ -40,6 +41,10 @@ let
   dataVolumeKeys = [
     "device"
     "fsType"
+  ];
+  mtaStsKeys = [
+    "mode"
+    "maxAge"
   ];
 
   checkKeys =
@@ -62,6 +67,7 @@ let
   top = checkKeys "" knownKeys doc;
   network = checkKeys "network." networkKeys top.network;
   dataVolume = checkKeys "dataVolume." dataVolumeKeys top.dataVolume;
+  mtaSts = checkKeys "mtaSts." mtaStsKeys top.mtaSts;
 
   str =
     key: value:
@@ -110,6 +116,16 @@ let
   acmeStaging = bool "acmeStaging" top.acmeStaging;
   mailDomains = nonEmpty "mailDomains" (strList "mailDomains" top.mailDomains);
   socialLoginProviders = strList "socialLoginProviders" top.socialLoginProviders;
+  mtaStsMode = oneOf "mtaSts.mode" [ "enforce" "testing" ] mtaSts.mode;
+  # RFC 8461 section 3.2: at most a year; less than a day defeats the policy's purpose.
+  mtaStsMaxAge =
+    let
+      value = mtaSts.maxAge;
+    in
+    if builtins.isInt value && value >= 86400 && value <= 31557600 then
+      value
+    else
+      fail "mtaSts.maxAge" "an integer number of seconds between 86400 and 31557600";
   ipv6PrefixLength =
     if builtins.isInt network.ipv6PrefixLength then
       network.ipv6PrefixLength
@@ -160,4 +176,19 @@ in
     strList "sshAuthorizedKeys" top.sshAuthorizedKeys
   );
   sshAllowedIps = nonEmpty "sshAllowedIps" (strList "sshAllowedIps" top.sshAllowedIps);
+
+  # MTA-STS (RFC 8461): every mail domain's policy host serves this text. The Python side
+  # renders the same text to derive the policy id in DNS (components/dns_records.py,
+  # MtaStsPolicy); tests/test_contracts.py checks that both texts are identical.
+  mtaSts = {
+    mode = mtaStsMode;
+    maxAge = mtaStsMaxAge;
+    policy = builtins.concatStringsSep "" [
+      "version: STSv1\n"
+      "mode: ${mtaStsMode}\n"
+      "mx: ${hostname}\n"
+      "max_age: ${toString mtaStsMaxAge}\n"
+    ];
+    hosts = map (domain: "mta-sts.${domain}") mailDomains;
+  };
 }

@@ -50,6 +50,9 @@ in
   };
   nix.settings.auto-optimise-store = true;
 
+  # 26.05 (nixos/modules/system/boot/systemd/journald.nix) has only extraConfig for these.
+  # nixpkgs PR #536538 (26.11) removes it with an evaluation error in favour of
+  # services.journald.settings.Journal: move these two keys there with the NixOS upgrade.
   services.journald.extraConfig = ''
     SystemMaxUse=1G
     MaxRetentionSec=3month

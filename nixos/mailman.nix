@@ -11,6 +11,10 @@ in
     enable = true;
     serve.enable = true;
     hyperkitty.enable = true;
+    # Mailman core posts every archived message here. The module's default names "localhost",
+    # which resolves to ::1 first while its uwsgi HTTP socket listens on 127.0.0.1:18507 only,
+    # so each post would start with a refused connection; say the address uwsgi binds.
+    hyperkitty.baseUrl = "http://127.0.0.1:18507/archives/";
     siteOwner = deployment.adminEmail;
     webHosts = [ deployment.hostname ];
     # A stable REST password the deploy chain writes (root-only, never in the store): the

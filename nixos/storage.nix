@@ -10,11 +10,15 @@
 let
   volume = "/srv/mailman-site";
   mailmanUnits = import ./mailman-units.nix;
+  # One certificate for the hostname and one per MTA-STS policy host (web.nix), each with its
+  # placeholder and order units (nixpkgs 26.05 nixos/modules/security/acme/default.nix).
   acmeUnits = [
     "acme-setup"
-    "acme-${deployment.hostname}"
-    "acme-order-renew-${deployment.hostname}"
-  ];
+  ]
+  ++ lib.concatMap (cert: [
+    "acme-${cert}"
+    "acme-order-renew-${cert}"
+  ]) ([ deployment.hostname ] ++ deployment.mtaSts.hosts);
   # state directory -> the units that read or write it
   stateDirs = {
     "/var/lib/mailman" = mailmanUnits.core;

@@ -4,9 +4,13 @@ Each side has its own tests against the shared schema; these run the Python side
 through the Nix side's real reader, so a drift on either side fails here.
 """
 
+import hashlib
 import json
 import subprocess
 
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 import pytest
 
 from tests.components.conftest import BASE, ZONED, ZONED_SECRETS
@@ -66,3 +70,34 @@ def test_nix_reads_every_value_the_program_renders(config, secrets, tmp_path):
 def test_nix_derives_host_names_from_the_rendered_hostname(tmp_path):
     read = _nix_read(_rendered_document(ZONED, ZONED_SECRETS), tmp_path)
     assert (read["hostName"], read["domain"]) == ("lists", "example.org")
+
+
+def _txt_text(presentation: str) -> str:
+    rdata = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.TXT, presentation)
+    return b"".join(rdata.strings).decode()
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize(
+    ("config", "secrets"),
+    [(BASE, frozenset()), (ZONED, ZONED_SECRETS), ({**BASE, "acmeStaging": True}, frozenset())],
+    ids=["quick-start", "zoned-two-domains", "acme-staging"],
+)
+def test_mta_sts_id_in_dns_is_the_hash_of_the_policy_nix_serves(config, secrets, tmp_path):
+    run = run_program(config, secrets=set(secrets))
+    site = run.one("mailman:site:MailmanSite")
+    read = _nix_read(run.component_outputs[site.urn]["deploymentDocument"], tmp_path)
+    served = read["mtaSts"]["policy"]
+    expected_id = hashlib.sha256(served.encode()).hexdigest()[:20]
+    records = run.outputs["dnsRecords"]
+    for domain in read["mailDomains"]:
+        (value,) = [
+            v
+            for r in records
+            if (r["name"], r["type"]) == (f"_mta-sts.{domain}", "TXT")
+            for v in r["values"]
+        ]
+        assert _txt_text(value) == f"v=STSv1; id={expected_id}"
+    # Nix serves the policy at exactly the hosts DNS points at us.
+    hosts = {r["name"] for r in records if r["type"] == "A" and r["name"].startswith("mta-sts.")}
+    assert hosts == set(read["mtaSts"]["hosts"]) - {read["hostname"]}

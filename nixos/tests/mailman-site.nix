@@ -4,8 +4,8 @@
 #
 # Boots site.nix (everything but the Hetzner machine) with ./deployment.json, then creates a
 # domain and a list, delivers one message through Postfix to the list and back out to a
-# subscriber (DKIM-signed), fetches Postorius and HyperKitty through nginx over HTTPS, and runs
-# the host commands the deploy chain relies on. nixpkgs is the channel the document names, so
+# subscriber (DKIM-signed), fetches Postorius and HyperKitty through nginx over HTTPS, reads the
+# MTA-STS policy from its own host, and runs the host commands the deploy chain relies on. nixpkgs is the channel the document names, so
 # the test builds the same release as production; pass --arg nixpkgs <path> to use a checkout.
 {
   deployment ? import ../deployment.nix { documentPath = ./deployment.json; },
@@ -126,6 +126,20 @@ pkgs.testers.runNixOSTest {
         assert location.strip() == f"https://{host}/postorius/lists/test.example.org/", location
         # The redirects leave Django's own admin alone.
         machine.succeed(f"curl --fail -sS -k {https}/admin/login/ >/dev/null")
+
+    with subtest("MTA-STS policy on its own host, HTTPS only"):
+        sts = "--resolve mta-sts.example.org:443:127.0.0.1 https://mta-sts.example.org"
+        policy = machine.succeed(f"curl --fail -sS -k {sts}/.well-known/mta-sts.txt")
+        assert policy == ${builtins.toJSON deployment.mtaSts.policy}, policy
+        content_type = machine.succeed(
+            f"curl -sS -k -o /dev/null -w '%{{content_type}}' {sts}/.well-known/mta-sts.txt"
+        )
+        assert content_type.startswith("text/plain"), content_type
+        machine.fail(f"curl --fail -sS -k {sts}/")
+        machine.succeed(
+            "curl -sS -o /dev/null -w '%{http_code}' --resolve mta-sts.example.org:80:127.0.0.1"
+            " http://mta-sts.example.org/.well-known/mta-sts.txt | grep -qx 301"
+        )
 
     with subtest("host commands"):
         print(machine.succeed("mailman-site-health"))

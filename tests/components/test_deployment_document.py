@@ -6,7 +6,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.harness import MOCK_ED25519_PUBLIC, MOCK_IPV4, OPERATOR_ED25519_PUBLIC, Secret
+from tests.components.conftest import BASE
+from tests.harness import (
+    MOCK_ED25519_PUBLIC,
+    MOCK_IPV4,
+    OPERATOR_ED25519_PUBLIC,
+    Secret,
+    run_program,
+)
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "nixos" / "deployment.schema.json").read_text()
@@ -63,3 +70,12 @@ def test_document_holds_no_secret(zoned_run):
     text = _document_text(zoned_run)
     for secret in ("correct horse battery staple", "gh-client-secret-123", "PRIVATE KEY"):
         assert secret not in text
+
+
+def test_document_asks_for_an_enforced_mta_sts_policy_with_real_certificates(zoned_run):
+    assert _document(zoned_run)["mtaSts"] == {"mode": "enforce", "maxAge": 604800}
+
+
+def test_document_asks_for_a_testing_mta_sts_policy_on_acme_staging():
+    run = run_program({**BASE, "acmeStaging": True})
+    assert _document(run)["mtaSts"] == {"mode": "testing", "maxAge": 86400}

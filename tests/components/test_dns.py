@@ -2,6 +2,8 @@
 
 import base64
 
+import checkdmarc.mta_sts
+import checkdmarc.smtp_tls_reporting
 import dkim.crypto
 import dkim.util
 import dns.rdata
@@ -10,10 +12,15 @@ import dns.rdatatype
 import pytest
 import spf
 
-from components.dns_records import dkim_public_key_base64, txt_presentation
+from components.dns_records import MtaStsPolicy, dkim_public_key_base64, txt_presentation
 from tests.harness import MOCK_IPV4, MOCK_RSA_PUBLIC_PEM, run_program
 
 RRSET = "hcloud:index/zoneRrset:ZoneRrset"
+_NO_LISTS = {
+    "hostname": "lists.example.org",
+    "adminEmail": "postmaster@example.org",
+    "lists": "tests/components/data/no-lists.yaml",
+}
 IPV6 = "2001:db8:1:2::1"
 SPF = f"v=spf1 ip4:{MOCK_IPV4} ip6:{IPV6} -all"
 
@@ -49,11 +56,15 @@ def test_no_zone_exports_exactly_the_records_to_create(base_run):
     records = _exported(base_run)
     assert sorted(records) == [
         ("_dmarc.lists.example.org", "TXT"),
+        ("_mta-sts.lists.example.org", "TXT"),
+        ("_smtp._tls.lists.example.org", "TXT"),
         ("lists.example.org", "A"),
         ("lists.example.org", "AAAA"),
         ("lists.example.org", "MX"),
         ("lists.example.org", "TXT"),
         ("mailman._domainkey.lists.example.org", "TXT"),
+        ("mta-sts.lists.example.org", "A"),
+        ("mta-sts.lists.example.org", "AAAA"),
     ]
     assert records[("lists.example.org", "A")] == [MOCK_IPV4]
     assert records[("lists.example.org", "AAAA")] == [IPV6]
@@ -68,12 +79,20 @@ def test_zone_gets_one_record_set_per_name_and_type(zoned_run):
         ("@", "TXT"),
         ("_dmarc", "TXT"),
         ("_dmarc.lists", "TXT"),
+        ("_mta-sts", "TXT"),
+        ("_mta-sts.lists", "TXT"),
+        ("_smtp._tls", "TXT"),
+        ("_smtp._tls.lists", "TXT"),
         ("lists", "A"),
         ("lists", "AAAA"),
         ("lists", "MX"),
         ("lists", "TXT"),
         ("mailman._domainkey", "TXT"),
         ("mailman._domainkey.lists", "TXT"),
+        ("mta-sts", "A"),
+        ("mta-sts", "AAAA"),
+        ("mta-sts.lists", "A"),
+        ("mta-sts.lists", "AAAA"),
     ]
     for record_set in zoned_run.of_type(RRSET):
         assert record_set.inputs["zone"] == "example.org"
@@ -202,3 +221,79 @@ def test_zone_leaves_out_the_authorization_record_of_a_foreign_domain():
     )
     assert all("_report" not in r.inputs["name"] for r in run.of_type(RRSET))
     assert ("lists.example.org._report._dmarc.example.net", "TXT") in _exported(run)
+
+
+@pytest.mark.parametrize("domain", ["example.org", "lists.example.org"])
+def test_mta_sts_record_names_the_policy_of_every_mail_domain(zoned_run, domain):
+    (value,) = _exported(zoned_run)[(f"_mta-sts.{domain}", "TXT")]
+    tags = checkdmarc.mta_sts.parse_mta_sts_record(_txt(value))["tags"]
+    policy = MtaStsPolicy.for_certificates(acme_staging=False)
+    assert tags == {"v": "STSv1", "id": policy.policy_id("lists.example.org")}
+
+
+def test_mta_sts_policy_enforces_our_hostname_as_the_only_mx():
+    policy = MtaStsPolicy.for_certificates(acme_staging=False)
+    parsed = checkdmarc.mta_sts.parse_mta_sts_policy(policy.text("lists.example.org"))
+    assert parsed["warnings"] == []
+    assert parsed["policy"] == {
+        "version": "STSv1",
+        "mode": "enforce",
+        "mx": ["lists.example.org"],
+        "max_age": 604800,
+    }
+
+
+def test_mta_sts_policy_only_tests_while_certificates_are_staging_ones():
+    policy = MtaStsPolicy.for_certificates(acme_staging=True)
+    parsed = checkdmarc.mta_sts.parse_mta_sts_policy(policy.text("lists.example.org"))
+    assert parsed["policy"]["mode"] == "testing"
+
+
+def test_mta_sts_id_changes_exactly_when_the_policy_changes():
+    enforce = MtaStsPolicy.for_certificates(acme_staging=False)
+    testing = MtaStsPolicy.for_certificates(acme_staging=True)
+    host = "lists.example.org"
+    assert enforce.policy_id(host) == MtaStsPolicy("enforce", 604800).policy_id(host)
+    ids = {enforce.policy_id(host), testing.policy_id(host), enforce.policy_id("mx.example.org")}
+    assert len(ids) == 3
+
+
+def test_staging_stack_publishes_the_testing_policy_id():
+    run = run_program({**_NO_LISTS, "acmeStaging": True})
+    (value,) = _exported(run)[("_mta-sts.lists.example.org", "TXT")]
+    testing = MtaStsPolicy.for_certificates(acme_staging=True)
+    assert checkdmarc.mta_sts.parse_mta_sts_record(_txt(value))["tags"]["id"] == (
+        testing.policy_id("lists.example.org")
+    )
+
+
+@pytest.mark.parametrize("domain", ["example.org", "lists.example.org"])
+def test_tls_reports_go_to_the_admin(zoned_run, domain):
+    (value,) = _exported(zoned_run)[(f"_smtp._tls.{domain}", "TXT")]
+    parsed = checkdmarc.smtp_tls_reporting.parse_smtp_tls_reporting_record(_txt(value))
+    assert parsed["tags"]["v"]["value"] == "TLSRPTv1"
+    assert parsed["tags"]["rua"]["value"] == ["mailto:postmaster@example.org"]
+
+
+@pytest.mark.parametrize("name", ["mta-sts", "mta-sts.lists"])
+def test_policy_hosts_point_at_the_primary_ips(zoned_run, name):
+    zone = _zone(zoned_run)
+    assert [_rdata("A", v).address for v in zone[(name, "A")]] == [MOCK_IPV4]
+    assert [_rdata("AAAA", v).address for v in zone[(name, "AAAA")]] == [IPV6]
+
+
+def test_exported_policy_host_records_say_they_are_needed_before_the_first_deploy(base_run):
+    notes = {(r["name"], r["type"]): r.get("note") for r in base_run.outputs["dnsRecords"]}
+    for type_ in ("A", "AAAA"):
+        assert "before the first deploy" in notes[("mta-sts.lists.example.org", type_)]
+        assert "Let's Encrypt" in notes[("mta-sts.lists.example.org", type_)]
+    assert notes[("lists.example.org", "A")] is None
+
+
+def test_hostname_that_is_a_policy_host_gets_one_address_record_set():
+    run = run_program(
+        {**_NO_LISTS, "hostname": "mta-sts.example.org", "mailDomains": ["example.org"]}
+    )
+    names = [(r["name"], r["type"]) for r in run.outputs["dnsRecords"]]
+    assert names.count(("mta-sts.example.org", "A")) == 1
+    assert names.count(("mta-sts.example.org", "AAAA")) == 1

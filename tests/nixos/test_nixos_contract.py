@@ -13,7 +13,7 @@ import pytest
 from nix_options import selected_attributes
 from nixos_support import NIXOS, EvalError
 
-OBJECTS = ("network", "dataVolume")
+OBJECTS = ("network", "dataVolume", "mtaSts")
 
 
 def schema_keys(schema: dict[str, Any]) -> set[str]:
@@ -68,7 +68,7 @@ def test_missing_key_stops_evaluation_naming_it(evaluate, production_document, s
 
 
 @pytest.mark.nix
-@pytest.mark.parametrize("where", ["", "network.", "dataVolume."])
+@pytest.mark.parametrize("where", ["", "network.", "dataVolume.", "mtaSts."])
 def test_unknown_key_stops_evaluation_naming_it(evaluate, production_document, where) -> None:
     document = copy.deepcopy(production_document)
     target = document if not where else document[where.rstrip(".")]

@@ -64,7 +64,20 @@ def test_production_document_becomes_these_values(evaluate) -> None:
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyDeployKeyDeployKeyDeployKey deploy"
         ],
         "sshAllowedIps": ["0.0.0.0/0", "::/0"],
+        "mtaSts": {
+            "mode": "enforce",
+            "maxAge": 604800,
+            "policy": "version: STSv1\nmode: enforce\nmx: lists.example.org\nmax_age: 604800\n",
+            "hosts": ["mta-sts.example.org", "mta-sts.lists.example.org"],
+        },
     }
+
+
+@pytest.mark.nix
+def test_staging_document_serves_a_testing_mta_sts_policy(evaluate) -> None:
+    mta_sts = evaluate(DOCUMENTS / "staging-sqlite.json")["mtaSts"]
+    assert "mode: testing\n" in mta_sts["policy"]
+    assert "mx: pr-123.lists.example.net\n" in mta_sts["policy"]
 
 
 @pytest.mark.nix
@@ -111,6 +124,9 @@ def _broken(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("network.ipv6PrefixLength", "64", "network.ipv6PrefixLength: expected an integer"),
         ("dataVolume.fsType", "xfs", "dataVolume.fsType: expected one of ext4"),
         ("network", "203.0.113.10", "deployment.json: network: expected an object"),
+        ("mtaSts.mode", "none", "deployment.json: mtaSts.mode: expected one of enforce, testing"),
+        ("mtaSts.maxAge", 60, "deployment.json: mtaSts.maxAge: expected an integer number"),
+        ("mtaSts.maxAge", "604800", "deployment.json: mtaSts.maxAge: expected an integer number"),
     ],
 )
 def test_bad_value_stops_evaluation_with_one_line_naming_the_key(

@@ -1,0 +1,133 @@
+"""Postfix's main.cf as postfix.nix defines it: what the mailman module asserts, what Postfix knows.
+
+`services.postfix.settings.main` is free-form in NixOS 26.05, so the option check cannot catch
+a misspelled main.cf parameter; Postfix's own `postconf` can. postfix.nix is evaluated for real
+(builtins only, with the three lib functions it uses) on the sample production document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nixos_support import DOCUMENTS, NIXOS, nix_env
+
+# The lib functions postfix.nix calls, with nixpkgs' meaning (lib/lists.nix, lib/strings.nix,
+# lib/modules.nix); mkIf stays a marker, as the module system would see it.
+_EXPRESSION = """
+let
+  deployment = import {nixos}/deployment.nix {{ documentPath = {document}; }};
+  lib = {{
+    last = l: builtins.elemAt l (builtins.length l - 1);
+    splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
+    mkIf = condition: content: {{ _type = "if"; inherit condition content; }};
+  }};
+  config.security.acme.certs.${{deployment.hostname}}.directory =
+    "/var/lib/acme/${{deployment.hostname}}";
+in
+(import {nixos}/postfix.nix {{ inherit config lib deployment; }}).services.postfix.settings.main
+"""
+
+
+@pytest.fixture(scope="module")
+def main_cf(nix_instantiate: str) -> dict[str, Any]:
+    expression = _EXPRESSION.format(nixos=NIXOS, document=DOCUMENTS / "production.json")
+    result = subprocess.run(
+        [nix_instantiate, "--eval", "--strict", "--json", "--expr", expression],
+        capture_output=True,
+        text=True,
+        env=nix_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    settings: dict[str, Any] = json.loads(result.stdout)
+    return settings
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize(
+    ("parameter", "data_file"),
+    [
+        ("relay_domains", "postfix_domains"),
+        ("transport_maps", "postfix_lmtp"),
+        ("local_recipient_maps", "postfix_lmtp"),
+    ],
+)
+def test_mailman_module_assertion_on_the_postfix_maps_holds(main_cf, parameter, data_file):
+    # nixpkgs 26.05 nixos/modules/services/mail/mailman.nix, requirePostfixHash: the option must
+    # be a list that contains exactly this entry.
+    value = main_cf[parameter]
+    assert isinstance(value, list)
+    assert f"hash:/var/lib/mailman/data/{data_file}" in value
+
+
+@pytest.mark.nix
+def test_tls_key_comes_before_its_certificate_chain(main_cf):
+    assert main_cf["smtpd_tls_chain_files"] == [
+        "/var/lib/acme/lists.example.org/key.pem",
+        "/var/lib/acme/lists.example.org/fullchain.pem",
+    ]
+
+
+@pytest.mark.nix
+def test_typed_main_cf_options_have_their_26_05_types(main_cf):
+    # The options postfix.nix declares inside settings.main (the rest is free-form).
+    assert isinstance(main_cf["message_size_limit"], int)
+    assert all(isinstance(n, str) for n in main_cf["mynetworks"])
+    client_levels = {
+        "none",
+        "may",
+        "encrypt",
+        "dane",
+        "dane-only",
+        "fingerprint",
+        "verify",
+        "secure",
+    }
+    assert main_cf["smtp_tls_security_level"] in client_levels
+    assert main_cf["smtpd_tls_security_level"] in {"none", "may", "encrypt"}
+
+
+def _rendered(settings: dict[str, Any]) -> str:
+    """main.cf the way postfix.nix 26.05 writes it (mkVal: lists comma-separated, yes/no)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, list):
+            return "\n  " + ",\n  ".join(v)
+        if isinstance(v, bool):
+            return " yes" if v else " no"
+        return f" {v}"
+
+    return "\n".join(f"{name} ={value(v)}" for name, v in settings.items() if v is not None) + "\n"
+
+
+def _postconf() -> str:
+    path = shutil.which("postconf", path=os.environ.get("PATH", "") + ":/usr/sbin")
+    if path is None:
+        message = "postconf is not installed (CI installs postfix through .ci/run)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.mark.nix
+def test_every_main_cf_parameter_is_one_postfix_knows(main_cf, tmp_path: Path):
+    (tmp_path / "main.cf").write_text(_rendered(main_cf))
+    (tmp_path / "master.cf").write_text("")
+    names = sorted(main_cf)
+    result = subprocess.run(
+        [_postconf(), "-c", str(tmp_path), "-n", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "unknown parameter" not in result.stderr, result.stderr
+    assert "unused parameter" not in result.stderr, result.stderr
+    assert len(result.stdout.splitlines()) >= len(names)
