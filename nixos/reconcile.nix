@@ -18,6 +18,8 @@ let
     runtimeInputs = [
       pkgs.coreutils
       pkgs.util-linux
+      # systemctl, to restart the web app after a Site rename (exit 10)
+      config.systemd.package
     ];
     text = ''
       export MAILMAN_RECONCILE_PYTHON=${webEnv}/bin/python3

@@ -23,11 +23,23 @@ cd "${MAILMAN_RECONCILE_WORKDIR:-/var/lib/mailman-web}"
 
 # The same environment the module's mailman-web command builds (mailman_web.manage.setup):
 # settings.py from /etc/mailman3 as the module "settings".
-exec runuser -u "$web_user" -- env -i \
+status=0
+runuser -u "$web_user" -- env -i \
   PATH="$PATH" \
   LANG=C.UTF-8 \
   HOME="$PWD" \
   MAILMAN_WEB_CONFIG=/etc/mailman3/settings.py \
   DJANGO_SETTINGS_MODULE=settings \
   PYTHONPATH=/etc/mailman3 \
-  "$python" "$script" "$@"
+  "$python" "$script" "$@" || status=$?
+
+# 10: converged, and the Django Site was renamed (first deploy, or a new hostname). Every running
+# web worker caches the Site, and the program (the web user) cannot restart them; root can. The
+# units are the mailman module's: uwsgi (Postorius, HyperKitty) and HyperKitty's qcluster.
+if ((status == 10)); then
+  echo "mailman-reconcile: restarting ${MAILMAN_RECONCILE_WEB_UNITS:=mailman-uwsgi.service hyperkitty.service} (the Site was renamed)"
+  # shellcheck disable=SC2086 # a list of unit names
+  systemctl restart $MAILMAN_RECONCILE_WEB_UNITS
+  exit 0
+fi
+exit "$status"

@@ -90,6 +90,54 @@ def test_exit_status_of_the_reconcile_is_passed_on(stand_in: Path) -> None:
     assert "mailman core unreachable" in result.stderr
 
 
+def fake_systemctl(stand_in: Path, exit_status: int = 0) -> Path:
+    """A `systemctl` on PATH that records its arguments in stand_in/systemctl.log."""
+    bin_dir = stand_in / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(
+        f'#!/bin/sh\necho "$*" >> {stand_in}/systemctl.log\nexit {exit_status}\n'
+    )
+    systemctl.chmod(0o755)
+    return bin_dir
+
+
+@needs_root
+def test_site_renamed_restarts_the_web_app_and_succeeds(stand_in: Path) -> None:
+    """Exit 10 (docs/contracts.md section 5): converged, but the web workers cache the old Site."""
+    (stand_in / "python").write_text("#!/bin/sh\necho 'site: 0 created, 1 updated'\nexit 10\n")
+    bin_dir = fake_systemctl(stand_in)
+
+    result = run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+    assert result.returncode == 0, result.stderr
+    assert "site: 0 created, 1 updated" in result.stdout
+    assert (stand_in / "systemctl.log").read_text().splitlines() == [
+        "restart mailman-uwsgi.service hyperkitty.service"
+    ]
+
+
+@needs_root
+def test_a_failed_web_app_restart_fails_the_run(stand_in: Path) -> None:
+    (stand_in / "python").write_text("#!/bin/sh\nexit 10\n")
+    bin_dir = fake_systemctl(stand_in, exit_status=1)
+
+    result = run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+    assert result.returncode != 0
+
+
+@needs_root
+def test_other_exit_statuses_restart_nothing(stand_in: Path) -> None:
+    (stand_in / "python").write_text("#!/bin/sh\nexit 0\n")
+    bin_dir = fake_systemctl(stand_in)
+
+    result = run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
+
+    assert result.returncode == 0, result.stderr
+    assert not (stand_in / "systemctl.log").exists()
+
+
 def test_refuses_to_run_without_root(stand_in: Path) -> None:
     command = ["bash", str(SCRIPT)]
     if os.geteuid() == 0:
