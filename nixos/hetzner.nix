@@ -17,8 +17,12 @@ in
   networking.useDHCP = false;
   networking.useNetworkd = true;
   systemd.network.networks."10-uplink" = {
-    # Hetzner Cloud VMs have one public interface (enp1s0 or ens3 depending on the image).
-    matchConfig.Name = "en*";
+    # Hetzner Cloud VMs have one public interface: enp1s0 (ens3 on legacy types) with predictable
+    # names, and eth0 on the first switch: nixos-infect's NixOS keeps Debian's name (its
+    # networking.nix turns predictable names off) until the host reboots into this configuration.
+    # Without eth0 here, that switch would stop the installer's scripted addresses and give the
+    # uplink none, cutting the host off until a reboot.
+    matchConfig.Name = "en* eth0";
     address = [
       "${net.ipv4Address}/32"
       "${net.ipv6Address}/${toString net.ipv6PrefixLength}"
