@@ -80,10 +80,11 @@ echo "FAIL rest: http://127.0.0.1:8001 connection refused"; exit 1
 _SWITCH_TO_CONFIGURATION = (
     _LOG
     + """system=$(dirname "$(dirname "$0")")
+# Like the real one: the system is activated, then units that failed to start are reported (4).
+if [ "$1" = switch ]; then ln -sfn "$system" "$MAILMAN_SITE_CURRENT_SYSTEM"; fi
 if [ -f "$system/activation-fails" ]; then
   echo "warning: the following units failed: mailman.service" >&2; exit 4
 fi
-if [ "$1" = switch ]; then ln -sfn "$system" "$MAILMAN_SITE_CURRENT_SYSTEM"; fi
 """
 )
 

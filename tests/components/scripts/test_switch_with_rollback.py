@@ -77,6 +77,49 @@ def test_failed_switch_rolls_back_and_prints_the_failed_units_journal(host):
     assert "the switch failed; rolled back, generation 1 is serving again" in result.stderr
 
 
+def test_pending_certificate_order_does_not_roll_back_a_healthy_switch(host):
+    """First deploy without dnsZone: the name does not resolve here yet, the order unit fails.
+
+    switch-to-configuration exits 4 for it, but nginx serves the self-signed placeholder and the
+    site is healthy; rolling back would return to the installer's system for nothing.
+    """
+    host.build_next("gen2", kernel="6.12.1", healthy=True, activation_fails=True)
+    (host.root / "failed-units").write_text(
+        "acme-order-renew-lists.example.org.service\nacme-order-renew-mta-sts.example.org.service\n"
+    )
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert host.running == "gen2"
+    assert "WARN: acme-order-renew-lists.example.org.service failed" in result.stdout
+    assert "systemctl start acme-order-renew-mta-sts.example.org.service" in result.stdout
+    assert host.run("verify").returncode == 0
+
+
+def test_a_failed_service_besides_a_pending_certificate_still_rolls_back(host):
+    host.build_next("gen2", kernel="6.12.1", healthy=True, activation_fails=True)
+    (host.root / "failed-units").write_text(
+        "acme-order-renew-lists.example.org.service\nopendkim.service\n"
+    )
+
+    result = host.run("apply", "nixos-26.05", *FILES)
+
+    assert result.returncode == 1
+    assert host.running == "gen1"
+    assert "journalctl -u opendkim.service" in result.stderr
+
+
+def test_units_that_failed_before_the_switch_do_not_count(host):
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
+
+    host.run("apply", "nixos-26.05", *FILES)
+
+    calls = host.calls
+    activation = next(i for i, call in enumerate(calls) if call.startswith("systemd-run"))
+    assert "systemctl reset-failed" in calls[:activation]
+
+
 def test_failed_health_check_rolls_back_to_the_previous_generation(host):
     host.build_next("gen2", kernel="6.12.1", healthy=False)
 
