@@ -42,6 +42,12 @@ PER_DIAL_TIMEOUT_SECONDS = 10
 
 WORLD = ("0.0.0.0/0", "::/0")
 
+# Where NixOS mounts the data volume (nixos/storage.nix, `volume`).
+VOLUME_MOUNT_POINT = "/srv/mailman-site"
+# Releasing the volume is worth a few dials, not the install's half hour: a host that is gone
+# (often the reason it is being replaced) has nothing left to flush.
+VOLUME_RELEASE_DIAL_ERROR_LIMIT = 3
+
 
 @dataclass(frozen=True)
 class FirewallRule:
@@ -170,6 +176,27 @@ def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
     )
 
 
+def volume_release_script() -> str:
+    """Stops everything that writes to the data volume and unmounts it, before it is detached.
+
+    Stopping the volume's mount unit stops the bind mounts on it and, through their
+    RequiresMountsFor, every service using them (PostgreSQL, Mailman, Postfix, ...) first, so
+    their last writes reach the disk. Best effort: a host that cannot unmount still has its
+    services stopped and its caches synced, and the server is going away either way.
+    """
+    return "\n".join(
+        [
+            "set -u",
+            f"unit=$(systemd-escape --path --suffix=mount {VOLUME_MOUNT_POINT})",
+            'echo "the data volume is being detached: stopping its services, unmounting $unit"',
+            'if ! systemctl stop "$unit"; then',
+            f'  echo "warning: could not unmount {VOLUME_MOUNT_POINT}; syncing instead" >&2',
+            "fi",
+            "sync",
+        ]
+    )
+
+
 class Host(pulumi.ComponentResource):
     """The server and everything around it that the deploy chain connects to."""
 
@@ -179,6 +206,7 @@ class Host(pulumi.ComponentResource):
     volume: hcloud.Volume
     connection: command.remote.ConnectionArgs
     nixos_ready: pulumi.Resource
+    volume_release: command.remote.Command
     ssh_host_public_key: pulumi.Output[str]
     deploy_public_key: pulumi.Output[str]
 
@@ -323,6 +351,27 @@ class Host(pulumi.ComponentResource):
             create=self.ipv4_address.apply(nixos_ready_script),
             triggers=[self.server.id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, attachment, *rdns]),
+        )
+        # Replacing the server detaches the volume before Hetzner shuts the old server down
+        # (the attachment depends on the server and is deleted first), and `pulumi destroy` does
+        # the same. A running PostgreSQL or Mailman would lose the writes still in the page cache,
+        # so this resource -- deleted before the attachment, because it depends on it -- stops
+        # them and unmounts the volume on the old host first. It does nothing when created.
+        self.volume_release = command.remote.Command(
+            f"{name}-data-release",
+            connection=command.remote.ConnectionArgs(
+                host=self.connection.host,
+                user=self.connection.user,
+                private_key=self.connection.private_key,
+                host_key=self.connection.host_key,
+                dial_error_limit=VOLUME_RELEASE_DIAL_ERROR_LIMIT,
+                per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+            ),
+            delete=volume_release_script(),
+            add_previous_output_in_env=False,
+            # Replaced (so its delete runs) exactly when the attachment is.
+            triggers=[self.server.id, attachment.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, self.nixos_ready]),
         )
         pulumi.log.info(
             "waits for NixOS over SSH (up to ~30 min while nixos-infect runs); if it times out, "

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 import components.site
+from components.host import volume_release_script
 from tests.harness import (
     MockCloud,
     ProgramRun,
@@ -296,8 +297,12 @@ def test_every_remote_command_pins_the_host_key(run):
 
 
 def test_no_command_deletes_anything_on_the_host(run):
+    """Only the volume release has a delete, and it only stops and unmounts (test_host.py)."""
     for resource in run.of_type(COMMAND):
-        assert "delete" not in resource.inputs, resource.name
+        if resource.name == "mailman-host-data-release":
+            assert resource.inputs["delete"] == volume_release_script()
+        else:
+            assert "delete" not in resource.inputs, resource.name
         assert (
             resource.inputs.get("addPreviousOutputInEnv") is False
             or resource.name == "mailman-host-nixos-ready"

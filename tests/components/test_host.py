@@ -1,6 +1,7 @@
 """The host: firewall, addresses, rDNS, volume, server options, install, SSH connection."""
 
 import os
+from pathlib import Path
 import shutil
 import subprocess
 
@@ -15,8 +16,10 @@ from components.host import (
     INSTALL_PHASE_SSHD_CONFIG,
     NIXOS_INFECT_COMMIT,
     NIXOS_INFECT_SHA256,
+    VOLUME_MOUNT_POINT,
     install_script,
     nixos_ready_script,
+    volume_release_script,
 )
 from tests.components.conftest import BASE
 from tests.harness import (
@@ -271,7 +274,8 @@ def _shellcheck(script: str):
 
 
 @pytest.mark.parametrize(
-    "script", [install_script("nixos-26.05"), nixos_ready_script("203.0.113.10")]
+    "script",
+    [install_script("nixos-26.05"), nixos_ready_script("203.0.113.10"), volume_release_script()],
 )
 def test_host_scripts_pass_shellcheck(script):
     result = _shellcheck(script)
@@ -289,3 +293,38 @@ def test_host_interface_of_the_contract(zoned_run):
     assert zoned_run.resolve(host.ipv6_address) == ("2001:db8:1:2::1", False)
     assert zoned_run.resolve(host.ssh_host_public_key) == (MOCK_ED25519_PUBLIC, False)
     assert zoned_run.resolve(host.deploy_public_key) == (MOCK_ED25519_PUBLIC, False)
+
+
+def test_volume_is_released_on_the_old_host_before_it_is_detached(base_run):
+    """A replaced server (or `pulumi destroy`) deletes the attachment while the old server runs.
+
+    The release depends on the attachment, so the engine deletes it first, and its trigger on the
+    attachment replaces it (running its delete) exactly when the attachment is replaced.
+    """
+    release = base_run.one(COMMAND, "mailman-host-data-release")
+    attachment = base_run.one("hcloud:index/volumeAttachment:VolumeAttachment")
+    server = base_run.one(SERVER)
+    assert attachment.urn in release.depends_on
+    assert release.inputs["triggers"] == [server.id, attachment.id]
+    assert "create" not in release.inputs  # nothing runs when it is created
+    assert release.inputs["delete"] == volume_release_script()
+
+
+def test_volume_release_stops_the_volume_mount_and_syncs():
+    script = volume_release_script()
+    assert f"systemd-escape --path --suffix=mount {VOLUME_MOUNT_POINT}" in script
+    assert 'systemctl stop "$unit"' in script
+    assert script.splitlines()[-1] == "sync"
+
+
+def test_volume_release_mount_point_is_the_one_nixos_mounts():
+    storage = (Path(__file__).resolve().parents[2] / "nixos" / "storage.nix").read_text()
+    assert f'volume = "{VOLUME_MOUNT_POINT}";' in storage
+
+
+def test_volume_release_gives_up_quickly_on_a_host_that_is_gone(base_run):
+    release = base_run.one(COMMAND, "mailman-host-data-release")
+    connection = release.raw_inputs["connection"]
+    plain = connection.value if isinstance(connection, Secret) else connection
+    assert plain["dialErrorLimit"] <= 5
+    assert plain["hostKey"] == MOCK_ED25519_PUBLIC
