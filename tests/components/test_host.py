@@ -1,9 +1,9 @@
 """The host: firewall, addresses, rDNS, volume, server options, install, SSH connection."""
 
 import os
-from pathlib import Path
 import shutil
 import subprocess
+from pathlib import Path
 
 import pulumi
 import pulumi_command as command

@@ -54,4 +54,3 @@ def test_uplink_is_configured_under_every_name_the_interface_has(
 ) -> None:
     name = hetzner_value(nix_instantiate, f"{UPLINK}.matchConfig.Name")
     assert matches(name, interface), name
-

@@ -95,9 +95,7 @@ def fake_systemctl(stand_in: Path, exit_status: int = 0) -> Path:
     bin_dir = stand_in / "bin"
     bin_dir.mkdir(exist_ok=True)
     systemctl = bin_dir / "systemctl"
-    systemctl.write_text(
-        f'#!/bin/sh\necho "$*" >> {stand_in}/systemctl.log\nexit {exit_status}\n'
-    )
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {stand_in}/systemctl.log\nexit {exit_status}\n')
     systemctl.chmod(0o755)
     return bin_dir
 
