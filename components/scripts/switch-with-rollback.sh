@@ -26,6 +26,7 @@ HEALTH_TIMEOUT=${MAILMAN_SITE_HEALTH_TIMEOUT:-300}
 HEALTH_INTERVAL=${MAILMAN_SITE_HEALTH_INTERVAL:-10}
 REBOOT_DELAY=${MAILMAN_SITE_REBOOT_DELAY:-5}
 LOG_LINES=${MAILMAN_SITE_LOG_LINES:-40}
+PROGRESS_INTERVAL=${MAILMAN_SITE_PROGRESS_INTERVAL:-60}
 
 MANIFEST=$STATE_DIR/managed-files    # files of nixos/ the last apply pushed
 WANTED=$STATE_DIR/wanted-system      # store path of the system the last apply built
@@ -309,15 +310,33 @@ verify() {
   say "rebooted into $wanted; healthy"
 }
 
+# A line every PROGRESS_INTERVAL seconds while this runs. Build and health output go to log
+# files, so the deploy's SSH session would otherwise be silent for the whole first build (many
+# minutes), and NATs between Pulumi and the host forget silent TCP flows (Azure's, in front of
+# GitHub's hosted runners, after 4 minutes): the session would hang instead of reporting.
+# sleep gets no stdout, so nothing holds the session open once the ticker is killed.
+start_ticker() {
+  local started=$SECONDS
+  while sleep "$PROGRESS_INTERVAL" >/dev/null 2>&1; do
+    say "still working ($((SECONDS - started)) s)"
+  done &
+  TICKER=$!
+}
+
 WORKDIR=$(mktemp -d)
-trap 'rm -rf "$WORKDIR"' EXIT
+TICKER=""
+trap 'if [ -n "$TICKER" ]; then kill "$TICKER" 2>/dev/null || true; fi; rm -rf "$WORKDIR"' EXIT
 
 case "${1:-}" in
   apply)
     [ $# -ge 2 ] || { fail "usage: $0 apply RELEASE [MANAGED_FILE...]"; exit 2; }
     shift
+    start_ticker
     apply "$@"
     ;;
-  verify) verify ;;
+  verify)
+    start_ticker
+    verify
+    ;;
   *) fail "usage: $0 apply RELEASE [MANAGED_FILE...] | verify"; exit 2 ;;
 esac

@@ -23,6 +23,7 @@ _FAKES = {
     "nixos-rebuild": _LOG
     + """[ "$1" = build ] || { echo "fake nixos-rebuild only builds" >&2; exit 64; }
 echo "building the system configuration..."
+[ ! -f "$FAKE_ROOT/build-seconds" ] || sleep "$(cat "$FAKE_ROOT/build-seconds")"
 if [ -f "$FAKE_ROOT/build-fails" ]; then
   echo "error: attribute 'mailmn' missing at /etc/nixos/mailman.nix:12:5" >&2
   exit 1
@@ -161,7 +162,7 @@ class FakeHost:
             (self.root / "run" / link).unlink()
             (self.root / "run" / link).symlink_to(booted)
 
-    def run(self, *args: str) -> Result:
+    def run(self, *args: str, **extra_env: str) -> Result:
         env = {
             "PATH": f"{self.bin}:{os.environ['PATH']}",
             "FAKE_ROOT": str(self.root),
@@ -172,6 +173,7 @@ class FakeHost:
             "MAILMAN_SITE_STATE_DIR": str(self.root / "state"),
             "MAILMAN_SITE_HEALTH_TIMEOUT": "0",
             "MAILMAN_SITE_HEALTH_INTERVAL": "0",
+            **extra_env,
         }
         proc = subprocess.run(
             ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, check=False

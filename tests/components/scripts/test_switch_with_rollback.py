@@ -38,6 +38,27 @@ def test_activation_runs_as_a_transient_unit_that_outlives_the_ssh_session(host)
     assert activation.endswith("/store/gen2/bin/switch-to-configuration switch")
 
 
+def test_a_long_build_keeps_the_ssh_session_busy_with_progress_lines(host):
+    """A silent session is dropped by NATs on the way (Azure's after 4 idle minutes)."""
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
+    (host.root / "build-seconds").write_text("2.5")
+
+    result = host.run("apply", "nixos-26.05", *FILES, MAILMAN_SITE_PROGRESS_INTERVAL="1")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("switch: still working") >= 2
+
+
+def test_the_progress_ticker_ends_with_the_script(host):
+    host.build_next("gen2", kernel="6.12.1", healthy=True)
+
+    result = host.run("apply", "nixos-26.05", *FILES, MAILMAN_SITE_PROGRESS_INTERVAL="1")
+
+    # subprocess.run returned, so nothing kept stdout open; and no ticker line after the last.
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().splitlines()[-1].startswith("switch: generation 2 is active")
+
+
 def test_then_verify_confirms_the_running_system(host):
     host.build_next("gen2", kernel="6.12.1", healthy=True)
     host.run("apply", "nixos-26.05", *FILES)
