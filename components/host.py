@@ -295,6 +295,10 @@ class Host(pulumi.ComponentResource):
             ],
             user_data=secret_user_data,
             backups=settings.backups,
+            # A serverType change resizes in place; keeping the disk keeps a later downgrade
+            # possible. The installer's partition does not grow anyway, and the data is on the
+            # volume.
+            keep_disk=True,
             delete_protection=settings.protect,
             rebuild_protection=settings.protect,
             shutdown_before_deletion=True,

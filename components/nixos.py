@@ -338,9 +338,16 @@ class SiteHealthCheck(pulumi.ComponentResource):
         *,
         connection: command.remote.ConnectionArgs,
         server_id: pulumi.Input[str],
+        server_type: pulumi.Input[str],
         depends_on: Sequence[pulumi.Resource],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """Args:
+        server_id: a new server is checked again.
+        server_type: so is a resized one: Hetzner changes the type in place (same id), after the
+            provider powered the server off hard; nothing else re-runs, so this is what proves
+            the site came back (its dial retries wait for the boot).
+        """
         super().__init__("mailman:nixos:SiteHealthCheck", name, {}, opts)
         self.check = remote_command(
             f"{name}-check",
@@ -350,7 +357,7 @@ class SiteHealthCheck(pulumi.ComponentResource):
             # --outbound runs every site check too (non-zero exit when one fails) and adds the
             # outbound SMTP probe, which only ever prints WARN lines.
             create="mailman-site-health --outbound",
-            triggers=[server_id],
+            triggers=[server_id, server_type],
         )
         self.check.stdout.apply(self._warn)
         self.register_outputs({"output": self.check.stdout})

@@ -133,6 +133,7 @@ class MailmanSite(pulumi.ComponentResource):
             f"{name}-health",
             connection=self.host.connection,
             server_id=self.host.server.id,
+            server_type=self.host.server.server_type,
             depends_on=[self.reconcile.run],
             opts=child,
         )

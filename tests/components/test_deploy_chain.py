@@ -222,6 +222,14 @@ def test_a_replaced_server_reruns_the_whole_chain(deploy, run, monkeypatch):
     assert rerun(run, after) >= chain
 
 
+def test_a_resized_server_is_health_checked_again(deploy, run):
+    """A serverType change is an in-place resize (same server id) after a hard power-off."""
+    after = deploy.run(serverType="cpx32")
+
+    assert rerun(run, after) == {"mailman-health-check"}
+    assert "cpx32" in after.one(COMMAND, "mailman-health-check").inputs["triggers"]
+
+
 def test_switch_triggers_are_content_hash_release_and_server_id(run):
     switch = run.one(COMMAND, "mailman-nixos-switch")
     digest, release, server_id = switch.inputs["triggers"]

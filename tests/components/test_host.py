@@ -328,3 +328,7 @@ def test_volume_release_gives_up_quickly_on_a_host_that_is_gone(base_run):
     plain = connection.value if isinstance(connection, Secret) else connection
     assert plain["dialErrorLimit"] <= 5
     assert plain["hostKey"] == MOCK_ED25519_PUBLIC
+
+
+def test_a_server_type_change_keeps_the_disk_so_it_can_be_undone(base_run):
+    assert base_run.one(SERVER).inputs["keepDisk"] is True
