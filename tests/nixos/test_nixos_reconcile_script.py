@@ -90,23 +90,26 @@ def test_exit_status_of_the_reconcile_is_passed_on(stand_in: Path) -> None:
     assert "mailman core unreachable" in result.stderr
 
 
-def fake_systemctl(stand_in: Path, exit_status: int = 0) -> Path:
-    """A `systemctl` on PATH that records its arguments in stand_in/systemctl.log."""
+def run_exiting(
+    stand_in: Path, body: str, *, systemctl_status: int = 0
+) -> subprocess.CompletedProcess[str]:
+    """The wrapper around a reconcile that runs `body`, with a `systemctl` on PATH that records
+    its arguments in stand_in/systemctl.log and exits with `systemctl_status`."""
+    (stand_in / "python").write_text(f"#!/bin/sh\n{body}\n")
     bin_dir = stand_in / "bin"
     bin_dir.mkdir(exist_ok=True)
     systemctl = bin_dir / "systemctl"
-    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {stand_in}/systemctl.log\nexit {exit_status}\n')
+    systemctl.write_text(
+        f'#!/bin/sh\necho "$*" >> {stand_in}/systemctl.log\nexit {systemctl_status}\n'
+    )
     systemctl.chmod(0o755)
-    return bin_dir
+    return run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
 
 
 @needs_root
 def test_site_renamed_restarts_the_web_app_and_succeeds(stand_in: Path) -> None:
     """Exit 10 (docs/contracts.md section 5): converged, but the web workers cache the old Site."""
-    (stand_in / "python").write_text("#!/bin/sh\necho 'site: 0 created, 1 updated'\nexit 10\n")
-    bin_dir = fake_systemctl(stand_in)
-
-    result = run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = run_exiting(stand_in, "echo 'site: 0 created, 1 updated'; exit 10")
 
     assert result.returncode == 0, result.stderr
     assert "site: 0 created, 1 updated" in result.stdout
@@ -117,20 +120,14 @@ def test_site_renamed_restarts_the_web_app_and_succeeds(stand_in: Path) -> None:
 
 @needs_root
 def test_a_failed_web_app_restart_fails_the_run(stand_in: Path) -> None:
-    (stand_in / "python").write_text("#!/bin/sh\nexit 10\n")
-    bin_dir = fake_systemctl(stand_in, exit_status=1)
-
-    result = run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = run_exiting(stand_in, "exit 10", systemctl_status=1)
 
     assert result.returncode != 0
 
 
 @needs_root
 def test_other_exit_statuses_restart_nothing(stand_in: Path) -> None:
-    (stand_in / "python").write_text("#!/bin/sh\nexit 0\n")
-    bin_dir = fake_systemctl(stand_in)
-
-    result = run(stand_in, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    result = run_exiting(stand_in, "exit 0")
 
     assert result.returncode == 0, result.stderr
     assert not (stand_in / "systemctl.log").exists()
