@@ -125,7 +125,8 @@ prune_files() {
   mv -f "$MANIFEST.new" "$MANIFEST"
 }
 
-# Point the `nixos` channel at RELEASE; prints "changed" when it had to.
+# Point the `nixos` channel at RELEASE. When it had to, prints the channel's previous URL ("none"
+# if there was no channel), which restore_channel takes to undo it.
 ensure_channel() {
   local release=$1 current
   current=$(nix-channel --list | awk '$1 == "nixos" {print $2}')
@@ -140,7 +141,21 @@ ensure_channel() {
     fail "could not fetch the $release channel; the host stays on ${current##*/}"
     return 1
   fi
-  echo changed
+  printf '%s\n' "${current:-none}"
+}
+
+# Undo ensure_channel: its content (--rollback) and its URL (--add). The URL matters as much:
+# ensure_channel decides by the URL alone, so a URL left on the new release would make the next
+# run build the old content as if it were the new release.
+restore_channel() {
+  local previous=$1
+  [ -n "$previous" ] || return 0
+  nix-channel --rollback >/dev/null
+  if [ "$previous" = none ]; then
+    nix-channel --remove nixos >/dev/null
+  else
+    nix-channel --add "$previous" nixos >/dev/null
+  fi
 }
 
 # A new kernel, initrd, kernel modules or kernel parameters only take effect after a reboot.
@@ -197,7 +212,7 @@ apply() {
   say "building $ETC_NIXOS/configuration.nix ($release); running generation $prev_gen"
   if ! (cd "$WORKDIR" && nixos-rebuild build) >"$log" 2>&1; then
     fail "nixos-rebuild build failed; nothing was activated, generation $prev_gen keeps running"
-    [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+    restore_channel "$channel_changed"
     show_logs "$log" "nixos-rebuild build"
     exit 1
   fi
@@ -212,7 +227,7 @@ apply() {
     if ! activate "$new" boot >"$log" 2>&1; then
       fail "switch-to-configuration boot failed; restoring generation $prev_gen as boot default"
       restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
-      [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+      restore_channel "$channel_changed"
       show_logs "$log" "switch-to-configuration boot"
       exit 1
     fi
@@ -223,7 +238,7 @@ apply() {
         systemctl reboot >"$log" 2>&1; then
       fail "could not schedule the reboot; restoring generation $prev_gen as boot default"
       restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
-      [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+      restore_channel "$channel_changed"
       show_logs "$log" "systemd-run"
       exit 1
     fi
@@ -264,7 +279,7 @@ rollback_live() {
     fail "$reason; rollback to generation $gen ALSO failed -- log in and run" \
       "'nix-env -p $PROFILE --switch-generation $gen && $PROFILE/bin/switch-to-configuration switch'"
   fi
-  [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+  restore_channel "$channel_changed"
   printf '%s; rolled back to generation %s\n' "$reason" "$gen" >"$FAILURE"
 }
 
@@ -295,7 +310,7 @@ verify() {
     fail "the host booted $(readlink -f "$BOOTED_SYSTEM"), not the new generation $wanted;" \
       "check the boot log in the Hetzner console"
     restore_generation "$prev_gen" boot >&2 || true
-    [ -z "$channel_changed" ] || nix-channel --rollback >/dev/null
+    restore_channel "$channel_changed"
     printf 'the new generation did not boot\n' >"$FAILURE"
     show_logs /dev/null ""
     exit 1

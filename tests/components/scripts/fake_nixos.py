@@ -45,13 +45,17 @@ case "$3" in
   *) echo "fake nix-env: unsupported $*" >&2; exit 64 ;;
 esac
 """,
+    # The channel's URL (--add, --list) and its content (--update fetches the URL's release as a
+    # new generation of the channels profile, --rollback returns to the previous one) are apart,
+    # as in Nix.
     "nix-channel": _LOG
     + """case "$1" in
   --list) echo "nixos https://channels.nixos.org/$(cat "$FAKE_ROOT/channel")" ;;
   --add) echo "${2##*/}" > "$FAKE_ROOT/channel" ;;
   --update)
-    [ ! -f "$FAKE_ROOT/channel-update-fails" ] || { echo "unable to download" >&2; exit 1; } ;;
-  --rollback) : ;;
+    [ ! -f "$FAKE_ROOT/channel-update-fails" ] || { echo "unable to download" >&2; exit 1; }
+    cat "$FAKE_ROOT/channel" >> "$FAKE_ROOT/channel-generations" ;;
+  --rollback) sed -i '$d' "$FAKE_ROOT/channel-generations" ;;
   *) exit 64 ;;
 esac
 """,
@@ -111,6 +115,7 @@ class FakeHost:
         (root / "store").mkdir()
         (root / "etc-nixos").mkdir()
         (root / "channel").write_text("nixos-26.05\n")
+        (root / "channel-generations").write_text("nixos-26.05\n")
         (root / "calls.log").touch()
         self.add_system("gen1", kernel="6.12.1", healthy=True)
         (root / "profiles" / "system-1-link").symlink_to(root / "store" / "gen1")
@@ -194,4 +199,10 @@ class FakeHost:
 
     @property
     def channel(self) -> str:
+        """The release the `nixos` channel's URL names."""
         return (self.root / "channel").read_text().strip()
+
+    @property
+    def channel_content(self) -> str:
+        """The release nixos-rebuild would evaluate: the channels profile's current generation."""
+        return (self.root / "channel-generations").read_text().split()[-1]

@@ -257,6 +257,7 @@ def test_release_change_switches_the_channel(host):
 
     assert result.returncode == 0, result.stderr
     assert host.channel == "nixos-26.11"
+    assert host.channel_content == "nixos-26.11"
     assert "nix-channel --update nixos" in host.calls
 
 
@@ -275,6 +276,21 @@ def test_failed_release_upgrade_rolls_the_channel_back(host):
 
     assert result.returncode == 1
     assert "nix-channel --rollback" in host.calls
+    assert host.channel_content == "nixos-26.05"
+    assert host.channel == "nixos-26.05"
+
+
+def test_a_retried_release_upgrade_fetches_the_release_again(host):
+    """The URL went back with the content, so the next run does not take 26.11 as done."""
+    host.build_next("gen2", kernel="6.12.1", healthy=False)
+    host.run("apply", "nixos-26.11", *FILES)
+    host.build_next("gen3", kernel="6.12.1", healthy=True)
+
+    result = host.run("apply", "nixos-26.11", *FILES)
+
+    assert result.returncode == 0, result.stderr
+    assert host.calls.count("nix-channel --update nixos") == 2
+    assert host.channel_content == "nixos-26.11"
 
 
 def test_unreachable_release_keeps_the_old_channel_and_activates_nothing(host):
