@@ -141,6 +141,8 @@ class MailmanReconcile(pulumi.ComponentResource):
             connection=connection,
             parent=self,
             depends_on=depends_on,
+            # As root: the wrapper (nixos/scripts/mailman-reconcile.sh) turns the program's exit
+            # 10 ("converged, the Site was renamed") into a restart of the web app and success.
             create="mailman-reconcile",
             stdin=desired.document(),
             # Readable copies of the non-secret desired state: previews diff these as text.
