@@ -323,6 +323,37 @@ def outbound_warnings(output: str) -> list[str]:
     return [line.strip() for line in output.splitlines() if _WARNING.search(line)]
 
 
+# How long the final check waits for a site that is still (re)starting.
+FINAL_HEALTH_TIMEOUT_SECONDS = 180
+FINAL_HEALTH_INTERVAL_SECONDS = 5
+
+
+def final_health_command(
+    timeout_seconds: int = FINAL_HEALTH_TIMEOUT_SECONDS,
+    interval_seconds: int = FINAL_HEALTH_INTERVAL_SECONDS,
+) -> str:
+    """`mailman-site-health --outbound`, retried while the site is still starting.
+
+    The reconcile just before it restarts the web app after a Site rename (every first deploy),
+    and uwsgi answers only once Django has loaded, seconds later; a single immediate check would
+    fail a healthy site. Prints the last run's output and exits with its status.
+    """
+    return "\n".join(
+        [
+            "set -u",
+            f"deadline=$(( $(date +%s) + {timeout_seconds} ))",
+            "until output=$(mailman-site-health --outbound 2>&1); do",
+            '  if [ "$(date +%s)" -ge "$deadline" ]; then',
+            "    printf '%s\\n' \"$output\"",
+            "    exit 1",
+            "  fi",
+            f"  sleep {interval_seconds}",
+            "done",
+            "printf '%s\\n' \"$output\"",
+        ]
+    )
+
+
 class SiteHealthCheck(pulumi.ComponentResource):
     """The final check: `mailman-site-health --outbound`; outbound problems only warn.
 
@@ -356,7 +387,7 @@ class SiteHealthCheck(pulumi.ComponentResource):
             depends_on=depends_on,
             # --outbound runs every site check too (non-zero exit when one fails) and adds the
             # outbound SMTP probe, which only ever prints WARN lines.
-            create="mailman-site-health --outbound",
+            create=final_health_command(),
             triggers=[server_id, server_type],
         )
         self.check.stdout.apply(self._warn)

@@ -11,6 +11,7 @@ import yaml
 
 import components.site
 from components.host import volume_release_script
+from components.nixos import final_health_command
 from tests.harness import (
     MockCloud,
     ProgramRun,
@@ -345,9 +346,7 @@ def test_blocked_outbound_smtp_becomes_a_pulumi_warning_not_a_failure(deploy, mo
     with caplog.at_level("WARNING"):
         run = deploy.run()
 
-    assert run.one(COMMAND, "mailman-health-check").inputs["create"] == (
-        "mailman-site-health --outbound"
-    )
+    assert run.one(COMMAND, "mailman-health-check").inputs["create"] == final_health_command()
     assert blocked in [record.getMessage() for record in caplog.records]
     assert not any("ESMTP" in record.getMessage() for record in caplog.records)
 

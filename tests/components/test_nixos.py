@@ -9,6 +9,7 @@ import pytest
 
 from components.nixos import (
     configuration_digest,
+    final_health_command,
     outbound_warnings,
     read_nixos_tree,
     write_file_command,
@@ -145,3 +146,48 @@ def test_outbound_warnings_picks_the_health_checks_warn_lines():
 
 def test_outbound_warnings_ignores_words_that_merely_contain_warn():
     assert outbound_warnings("ok   forewarned: nothing to see\n") == []
+
+
+def fake_health(tmp_path: Path, failures: int) -> Path:
+    """A mailman-site-health that fails `failures` times (uwsgi still loading), then passes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    health = bin_dir / "mailman-site-health"
+    health.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {tmp_path}/calls\n'
+        f'if [ "$(wc -l < {tmp_path}/calls)" -le {failures} ]; then\n'
+        "  echo 'FAIL  uwsgi       http://127.0.0.1:18507/postorius/lists/ answered nothing'\n"
+        "  exit 1\n"
+        "fi\n"
+        "echo 'ok    uwsgi       http://127.0.0.1:18507/postorius/lists/ answered 200'\n"
+        "echo 'WARN  outbound    no answer from gmail-smtp-in.l.google.com:25'\n"
+    )
+    health.chmod(0o755)
+    return bin_dir
+
+
+def test_final_health_check_waits_for_a_web_app_that_is_still_starting(tmp_path):
+    """The reconcile restarts uwsgi after the Site rename; the check must not race it."""
+    bin_dir = fake_health(tmp_path, failures=2)
+
+    result = run_shell(final_health_command(timeout_seconds=30, interval_seconds=0), "", bin_dir)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["--outbound"] * 3
+    # Only the last run is reported: its WARN lines become Pulumi warnings, no stale FAIL.
+    assert result.stdout.splitlines() == [
+        "ok    uwsgi       http://127.0.0.1:18507/postorius/lists/ answered 200",
+        "WARN  outbound    no answer from gmail-smtp-in.l.google.com:25",
+    ]
+
+
+def test_final_health_check_fails_with_the_last_output_when_the_site_stays_down(tmp_path):
+    bin_dir = fake_health(tmp_path, failures=1000)
+
+    result = run_shell(final_health_command(timeout_seconds=1, interval_seconds=0), "", bin_dir)
+
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        "FAIL  uwsgi       http://127.0.0.1:18507/postorius/lists/ answered nothing"
+    )

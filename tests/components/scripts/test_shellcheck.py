@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.nixos import write_file_command
+from components.nixos import final_health_command, write_file_command
 
 SCRIPTS = sorted((Path(__file__).resolve().parents[3] / "components" / "scripts").glob("*.sh"))
 
@@ -51,8 +51,9 @@ def test_script_passes_shellcheck(shellcheck, script):
             dir_mode="0700",
             restart_units=("mailman.service", "mailman-uwsgi.service"),
         ),
+        final_health_command(),
     ],
-    ids=["file", "secret"],
+    ids=["file", "secret", "final-health"],
 )
 def test_generated_commands_pass_shellcheck(shellcheck, tmp_path, generated):
     path = tmp_path / "command.sh"
