@@ -23,6 +23,7 @@ import os
 import re
 import string
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -320,7 +321,8 @@ class Core:
                                       request_hooks=[with_timeout])
 
     def call(self, path: str, data: Mapping[str, Any] | None = None,
-             method: str | None = None) -> Any:  # noqa: ANN401  (JSON of any shape)
+             method: str | None = None, *, tolerate: tuple[int, ...] = ()) -> Any:  # noqa: ANN401
+        """One REST call; JSON content, or None when the answer is one of `tolerate`."""
         from urllib.error import HTTPError
 
         from mailmanclient.restbase.connection import MailmanConnectionError
@@ -332,6 +334,8 @@ class Core:
                 f"Mailman core is unreachable at {self.url} (is mailman.service running?)",
                 EXIT_UNREACHABLE) from None
         except HTTPError as error:
+            if error.code in tolerate:
+                return None
             if error.code == 401:
                 raise ReconcileError(
                     f"Mailman core at {self.url} rejected the REST credentials "
@@ -475,9 +479,10 @@ class Roster:
     by_list: Mapping[str, Mapping[str, str]]
 
     @classmethod
-    def fetch(cls, core: Core, role: str) -> Roster:
+    def fetch(cls, core: Core, role: str, list_id: str | None = None) -> Roster:
+        query = {"role": role} if list_id is None else {"role": role, "list_id": list_id}
         by_list: dict[str, dict[str, str]] = {}
-        for member in core.entries(f"members/find?{urlencode({'role': role})}"):
+        for member in core.entries(f"members/find?{urlencode(query)}"):
             by_list.setdefault(member["list_id"], {})[member["email"].lower()] = \
                 member["self_link"]
         return cls(by_list)
@@ -486,18 +491,47 @@ class Roster:
         return self.by_list.get(list_id, {})
 
 
+class KeyedLocks:
+    """One lock per key (e-mail address), created on demand."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+ADDRESS_LOCKS = KeyedLocks()
+
+
 def _member_path(self_link: str) -> str:
     return self_link.split("/3.1/", 1)[1]
 
 
+def _has_role(core: Core, list_id: str, role: str, email: str) -> bool:
+    query = urlencode({"list_id": list_id, "role": role, "subscriber": email})
+    return bool(core.entries(f"members/find?{query}"))
+
+
 def _sync_role(core: Core, list_id: str, role: str, want: frozenset[str],
                have: Mapping[str, str]) -> bool:
+    # 409 (already subscribed) and 404 (already gone) mean a concurrent or interrupted run
+    # got there first: the goal holds either way.
     for email in sorted(want - set(have)):
-        core.call("members", {"list_id": list_id, "subscriber": email, "role": role,
-                              "pre_verified": "true", "pre_confirmed": "true",
-                              "pre_approved": "true"})
+        data = {"list_id": list_id, "subscriber": email, "role": role,
+                "pre_verified": "true", "pre_confirmed": "true", "pre_approved": "true"}
+        # Core creates the address row on first use; two lists adding the same new address at
+        # once collide on its unique key (a 500), so one address is added by one thread at a
+        # time. Any refusal (400 "already an owner", 409, a 500 under SQLite contention) is
+        # checked against what core now holds, and retried once if the goal is not met.
+        with ADDRESS_LOCKS.lock(email):
+            if core.call("members", data, tolerate=(400, 409, 500)) is None and not \
+                    _has_role(core, list_id, role, email):
+                core.call("members", data)
     for email in sorted(set(have) - want):
-        core.call(_member_path(have[email]), method="DELETE")
+        core.call(_member_path(have[email]), method="DELETE", tolerate=(404,))
     return want != set(have)
 
 
@@ -507,14 +541,22 @@ def reconcile_list(core: Core, entry: DesiredList, current: Mapping[str, Any] | 
     if entry.absent:
         if current is None:
             return "unchanged"
-        core.call(f"lists/{quote(current['list_id'])}", method="DELETE")
+        core.call(f"lists/{quote(current['list_id'])}", method="DELETE", tolerate=(404,))
         return "deleted"
     if current is None:
         data = {"fqdn_listname": entry.address}
         if entry.style:
             data["style_name"] = entry.style
-        core.call("lists", data)
         list_id = entry.address.replace("@", ".")
+        if core.call("lists", data, tolerate=(400, 500)) is None:
+            # "Mailing list exists" (400, or 500 when two inserts race): an interrupted run's
+            # request that core finished after we looked. Then bring that list up to date.
+            current = core.call(f"lists/{quote(entry.address)}", tolerate=(404,))
+            if current is None:
+                core.call("lists", data)  # not that: repeat it to report Mailman's reason
+            roles = Roster.fetch(core, "owner", list_id), Roster.fetch(core, "moderator", list_id)
+            reconcile_list(core, entry, current, *roles)
+            return "created"
         # A new list only has its style's defaults: set every setting of the file at once.
         if entry.settings:
             core.call(f"lists/{quote(list_id)}/config",
