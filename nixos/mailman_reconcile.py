@@ -321,8 +321,15 @@ class Core:
                                       request_hooks=[with_timeout])
 
     def call(self, path: str, data: Mapping[str, Any] | None = None,
-             method: str | None = None, *, tolerate: tuple[int, ...] = ()) -> Any:  # noqa: ANN401
-        """One REST call; JSON content, or None when the answer is one of `tolerate`."""
+             method: str | None = None) -> Any:  # noqa: ANN401  (JSON of any shape)
+        """One REST call; its JSON content (None for an empty 2xx answer)."""
+        _ok, content = self.attempt(path, data, method)
+        return content
+
+    def attempt(self, path: str, data: Mapping[str, Any] | None = None,
+                method: str | None = None, *, tolerate: tuple[int, ...] = ()) -> tuple[
+                    bool, Any]:
+        """One REST call; (False, None) when core answers one of the `tolerate` statuses."""
         from urllib.error import HTTPError
 
         from mailmanclient.restbase.connection import MailmanConnectionError
@@ -335,7 +342,7 @@ class Core:
                 EXIT_UNREACHABLE) from None
         except HTTPError as error:
             if error.code in tolerate:
-                return None
+                return False, None
             if error.code == 401:
                 raise ReconcileError(
                     f"Mailman core at {self.url} rejected the REST credentials "
@@ -345,7 +352,7 @@ class Core:
             raise ReconcileError(
                 f"Mailman core refused {verb} {path}: HTTP {error.code} {error.msg}",
                 EXIT_FAILED) from None
-        return content
+        return True, content
 
     def entries(self, path: str) -> list[dict[str, Any]]:
         content = self.call(path)
@@ -527,11 +534,11 @@ def _sync_role(core: Core, list_id: str, role: str, want: frozenset[str],
         # time. Any refusal (400 "already an owner", 409, a 500 under SQLite contention) is
         # checked against what core now holds, and retried once if the goal is not met.
         with ADDRESS_LOCKS.lock(email):
-            if core.call("members", data, tolerate=(400, 409, 500)) is None and not \
-                    _has_role(core, list_id, role, email):
+            added, _ = core.attempt("members", data, tolerate=(400, 409, 500))
+            if not added and not _has_role(core, list_id, role, email):
                 core.call("members", data)
     for email in sorted(set(have) - want):
-        core.call(_member_path(have[email]), method="DELETE", tolerate=(404,))
+        core.attempt(_member_path(have[email]), method="DELETE", tolerate=(404,))
     return want != set(have)
 
 
@@ -541,18 +548,19 @@ def reconcile_list(core: Core, entry: DesiredList, current: Mapping[str, Any] | 
     if entry.absent:
         if current is None:
             return "unchanged"
-        core.call(f"lists/{quote(current['list_id'])}", method="DELETE", tolerate=(404,))
+        core.attempt(f"lists/{quote(current['list_id'])}", method="DELETE", tolerate=(404,))
         return "deleted"
     if current is None:
         data = {"fqdn_listname": entry.address}
         if entry.style:
             data["style_name"] = entry.style
         list_id = entry.address.replace("@", ".")
-        if core.call("lists", data, tolerate=(400, 500)) is None:
+        created, _ = core.attempt("lists", data, tolerate=(400, 500))
+        if not created:
             # "Mailing list exists" (400, or 500 when two inserts race): an interrupted run's
             # request that core finished after we looked. Then bring that list up to date.
-            current = core.call(f"lists/{quote(entry.address)}", tolerate=(404,))
-            if current is None:
+            exists, current = core.attempt(f"lists/{quote(entry.address)}", tolerate=(404,))
+            if not exists:
                 core.call("lists", data)  # not that: repeat it to report Mailman's reason
             roles = Roster.fetch(core, "owner", list_id), Roster.fetch(core, "moderator", list_id)
             reconcile_list(core, entry, current, *roles)

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
@@ -98,6 +98,7 @@ class Run:
     stdout: str
     stderr: str
     lists: dict[str, dict[str, Any]]
+    rest_statuses: list[int] = field(default_factory=list)  # core's answers, if recorded
 
     def summary(self) -> dict[str, dict[str, int]]:
         """`lists: 2 created, 0 updated, ...` lines as {"lists": {"created": 2, ...}}."""
@@ -136,7 +137,16 @@ def run(site: MailmanSite, state: dict[str, Any]) -> Run:
 
 @pytest.fixture(scope="module")
 def first_run(mailman_site: MailmanSite) -> Run:
-    return run(mailman_site, STATE_A)
+    log = mailman_site.var_dir / "logs" / "mailman.log"
+    start = log.stat().st_size
+    result = run(mailman_site, STATE_A)
+    with log.open() as lines:
+        lines.seek(start)
+        # mailmanclient's user agent tells the program's requests from the test's own.
+        result.rest_statuses = [
+            int(found[1]) for line in lines if "GNU Mailman REST client" in line
+            and (found := re.search(r'HTTP/1\.1" (\d{3}) ', line))]
+    return result
 
 
 @dataclass
@@ -204,6 +214,18 @@ def test_first_run_creates_everything_and_asks_for_a_web_restart(first_run: Run)
         "social apps": {"created": 1, "updated": 0, "unchanged": 0},
     }
     assert "restart needed" in first_run.stdout
+
+
+def test_first_run_makes_no_request_that_core_refuses(first_run: Run):
+    assert first_run.rest_statuses, "no REST requests logged"
+    assert [s for s in first_run.rest_statuses if s >= 400] == []
+
+
+def test_first_run_needs_no_per_list_lookups(first_run: Run):
+    # Reads are site-wide (lists, owners, moderators, domains, configuration: 10 requests);
+    # each new list then costs one create, one settings PATCH and one request per role.
+    per_list = sum(2 + len(e["owners"]) + len(e["moderators"]) for e in (ANNOUNCE, DEV, OLD))
+    assert len(first_run.rest_statuses) <= 10 + 2 + per_list  # + the 2 domain creations
 
 
 def test_each_list_has_its_settings_in_mailman_core(first_run: Run):
