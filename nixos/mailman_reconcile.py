@@ -697,6 +697,17 @@ def check_database() -> None:
             EXIT_UNREACHABLE) from None
 
 
+def with_database_errors(step: Callable[[], Outcome]) -> Outcome:
+    """Run a step; a database failure half-way (connection lost) becomes exit 2, not a trace."""
+    from django.db import DatabaseError
+
+    try:
+        return step()
+    except DatabaseError as error:
+        raise ReconcileError(f"mailman-web's database failed: {error}",
+                             EXIT_UNREACHABLE) from None
+
+
 def reconcile(state: DesiredState, core: Core) -> Outcome:
     outcome = Outcome()
     # Reachability first, so a down core fails before anything is written.
@@ -727,7 +738,7 @@ def main(stdin: Callable[[], str] = sys.stdin.read) -> int:
         check_database()
         core = Core(settings.MAILMAN_REST_API_URL, settings.MAILMAN_REST_API_USER,
                     settings.MAILMAN_REST_API_PASS)
-        outcome = reconcile(state, core)
+        outcome = with_database_errors(lambda: reconcile(state, core))
     except ReconcileError as error:
         print(f"mailman-reconcile: {error}", file=sys.stderr)
         return error.exit_code
