@@ -470,3 +470,15 @@ def test_wrong_rest_password_exits_2_naming_the_settings(mailman_site: MailmanSi
     assert done.stderr.strip() == (
         f"mailman-reconcile: Mailman core at {mailman_site.rest_url} rejected the REST "
         "credentials (MAILMAN_REST_API_USER/MAILMAN_REST_API_PASS in mailman-web's settings)")
+
+
+def test_missing_postfix_map_exits_3_naming_the_fix(mailman_site: MailmanSite,
+                                                    killed_run: KilledRun):
+    # Last test of the module: it breaks the site's maps on purpose.
+    lmtp_map = mailman_site.data_dir / "postfix_lmtp"
+    lmtp_map.unlink()
+    done = mailman_site.run_reconcile(bulk_state(40))
+    assert done.returncode == 3
+    assert done.stderr.strip() == (
+        f"mailman-reconcile: Postfix map {lmtp_map} is missing: run `mailman aliases` as the "
+        "mailman user (or restart mailman.service, which regenerates the maps)")
