@@ -8,7 +8,6 @@ under CI=true.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,9 +43,3 @@ def configured_site(mailman_env: MailmanEnv, tmp_path: Path) -> MailmanSite:
     site = MailmanSite(env=mailman_env, directory=tmp_path)
     site.write_config()
     return site
-
-
-def dump_database(path: Path) -> list[str]:
-    """Every row and schema statement of an SQLite database, to compare two states."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-        return list(connection.iterdump())

@@ -19,6 +19,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -413,6 +414,12 @@ class MailmanSite:
         process.stdin.write(json.dumps(state))
         process.stdin.close()
         return process
+
+
+def dump_database(path: Path) -> list[str]:
+    """Every row and schema statement of an SQLite database, to compare two states."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        return list(connection.iterdump())
 
 
 @contextlib.contextmanager

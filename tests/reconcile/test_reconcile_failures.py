@@ -8,8 +8,7 @@ import copy
 import json
 
 import pytest
-from conftest import dump_database
-from mailman_fixture import MailmanSite
+from mailman_fixture import MailmanSite, dump_database
 from test_reconcile_mailman import STATE_A
 
 pytestmark = pytest.mark.mailman

@@ -23,8 +23,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from conftest import dump_database
-from mailman_fixture import MailmanSite
+from mailman_fixture import MailmanSite, dump_database
 
 pytestmark = pytest.mark.mailman
 
