@@ -1,0 +1,132 @@
+"""Benchmark: reconcile 100 lists with 3 owners each against a real Mailman 3 site.
+
+Measures, on one freshly started site (the reconcile tests' fixtures):
+- wall time of `mailman_reconcile.py` on the empty site (target <= 10 s),
+- wall time of the same input again, a no-op (target <= 2 s),
+- the same 100 lists created the naive way, one `mailman create` process per list,
+  and the ratio naive / reconcile (target >= 10x),
+- resident memory of Mailman core + mailman-web (RSS and PSS summed over their processes),
+  idle after start and the peak while the reconcile runs.
+
+Run: `python benchmarks/reconcile.py` (builds the cached Mailman venv on first use).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reconcile"))
+
+from mailman_fixture import MailmanSite, running_site
+
+LISTS = 100
+OWNERS = 3
+
+
+def desired_state(lists: int) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "site": {"domain": "lists.example.org", "name": "lists.example.org"},
+        "superuser": {"username": "admin", "email": "postmaster@example.org",
+                      "password": "benchmark-Password-1"},
+        "mailDomains": ["example.org"],
+        "webHost": "lists.example.org",
+        "lists": [
+            {"address": f"list{i:03d}@example.org", "absent": False,
+             "owners": [f"owner{i}-{k}@example.org" for k in range(OWNERS)], "moderators": [],
+             "settings": {"display_name": f"List {i}", "description": f"Benchmark list {i}"}}
+            for i in range(lists)],
+        "socialApps": [],
+    }
+
+
+def proportional_set_size_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def memory(site: MailmanSite) -> tuple[int, int]:
+    """(RSS, PSS) in MiB summed over core's and the web app's processes."""
+    pids = site.process_ids()
+    return site.resident_memory_kib() // 1024, sum(map(proportional_set_size_kib, pids)) // 1024
+
+
+class PeakMemory(threading.Thread):
+    def __init__(self, site: MailmanSite) -> None:
+        super().__init__(daemon=True)
+        self.site, self.peak, self.done = site, (0, 0), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            rss, pss = memory(self.site)
+            self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
+
+
+def timed_reconcile(site: MailmanSite, state: dict[str, Any]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = site.run_reconcile(state, timeout=600)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 10):
+        raise SystemExit(f"reconcile failed ({done.returncode}): {done.stderr}")
+    return elapsed, done.stdout
+
+
+def naive_create(site: MailmanSite, lists: int) -> float:
+    start = time.perf_counter()
+    for i in range(lists):
+        owners = [arg for k in range(OWNERS) for arg in ("-o", f"naive{i}-{k}@example.org")]
+        subprocess.run(site.mailman("create", "--quiet", "-N", *owners,
+                                    f"naive{i:03d}@example.org"),
+                       check=True, capture_output=True, cwd=site.directory,
+                       env=site.core_env())
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    with running_site() as site:
+        idle = memory(site)
+        state = desired_state(LISTS)
+        sampler = PeakMemory(site)
+        sampler.start()
+        empty, first_output = timed_reconcile(site, state)
+        sampler.done.set()
+        sampler.join()
+        noop, noop_output = timed_reconcile(site, state)
+        naive = naive_create(site, LISTS)
+        lists_created = len(site.rest("lists")["entries"])
+        after = memory(site)
+
+    assert f"lists: {LISTS} created" in first_output, first_output
+    assert f"lists: 0 created, 0 updated, {LISTS} unchanged" in noop_output, noop_output
+    assert lists_created == 2 * LISTS, lists_created
+    rows = [
+        ("reconcile, empty site", f"{empty:.2f} s", "<= 10 s", empty <= 10),
+        ("reconcile, no-op re-run", f"{noop:.2f} s", "<= 2 s", noop <= 2),
+        ("naive: one `mailman create` per list", f"{naive:.2f} s", "", None),
+        ("ratio naive / reconcile", f"{naive / empty:.1f}x", ">= 10x", naive / empty >= 10),
+        ("memory idle (RSS / PSS)", f"{idle[0]} / {idle[1]} MiB", "", None),
+        ("memory peak during reconcile", f"{sampler.peak[0]} / {sampler.peak[1]} MiB", "",
+         None),
+        ("memory after 200 lists", f"{after[0]} / {after[1]} MiB", "", None),
+    ]
+    print(f"\nReconcile {LISTS} lists x {OWNERS} owners against GNU Mailman 3.3.10 "
+          "(SQLite, 127.0.0.1)\n")
+    print(f"| {'measure':<38} | {'value':>18} | {'target':<7} | met |")
+    print(f"|{'-' * 40}|{'-' * 20}|{'-' * 9}|-----|")
+    for name, value, target, met in rows:
+        mark = "" if met is None else ("yes" if met else "NO")
+        print(f"| {name:<38} | {value:>18} | {target:<7} | {mark:<3} |")
+
+
+if __name__ == "__main__":
+    main()

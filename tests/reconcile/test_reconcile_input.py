@@ -1,0 +1,153 @@
+"""Input validation of nixos/mailman_reconcile.py: pure Python, no Mailman needed.
+
+The program validates the whole document before it imports Django or calls Mailman, so these
+run in the project's own virtualenv. (The same checks run end to end in
+test_reconcile_failures.py.)
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROGRAM = Path(__file__).resolve().parents[2] / "nixos" / "mailman_reconcile.py"
+_spec = importlib.util.spec_from_file_location("mailman_reconcile", PROGRAM)
+assert _spec and _spec.loader
+reconcile = importlib.util.module_from_spec(_spec)
+sys.modules["mailman_reconcile"] = reconcile
+_spec.loader.exec_module(reconcile)
+
+VALID: dict[str, Any] = {
+    "version": 1,
+    "site": {"domain": "lists.example.org", "name": "Example lists"},
+    "superuser": {"username": "admin", "email": "postmaster@example.org", "password": "pw-1"},
+    "mailDomains": ["example.org"],
+    "webHost": "lists.example.org",
+    "lists": [
+        {"address": "Announce@example.org", "absent": False, "style": "legacy-announce",
+         "owners": ["Postmaster@Example.org"], "moderators": [],
+         "settings": {"archive_policy": "public", "max_message_size": 0,
+                      "send_welcome_message": False, "reply_to_address": "x@example.org",
+                      "preferred_language": "pt_BR"}},
+        {"address": "old@example.org", "absent": True},
+    ],
+    "socialApps": [{"provider": "github", "name": "GitHub", "clientId": "cid",
+                    "secret": "very-secret"}],
+}
+
+
+def error_for(mutate: Any) -> str:
+    document = copy.deepcopy(VALID)
+    mutate(document)
+    with pytest.raises(reconcile.ReconcileError) as caught:
+        reconcile.parse_state(json.dumps(document))
+    assert caught.value.exit_code == reconcile.EXIT_INVALID_INPUT
+    return str(caught.value)
+
+
+def test_valid_document_is_parsed_with_addresses_lower_cased():
+    state = reconcile.parse_state(json.dumps(VALID))
+    announce, old = state.lists
+    assert announce.address == "announce@example.org"
+    assert announce.owners == frozenset({"postmaster@example.org"})
+    assert announce.settings["max_message_size"] == 0
+    assert old.absent and not old.owners
+
+
+def test_unknown_setting_is_named_with_its_list():
+    def mutate(d):
+        d["lists"][0]["settings"]["members"] = ["x@example.org"]
+    assert "lists[announce@example.org].settings.members is not a known field" in error_for(
+        mutate)
+
+
+def test_bad_enum_value_names_the_allowed_values():
+    def mutate(d):
+        d["lists"][0]["settings"]["subscription_policy"] = "sometimes"
+    assert ("lists[announce@example.org].settings.subscription_policy must be one of open, "
+            "confirm, moderate, confirm_then_moderate") in error_for(mutate)
+
+
+def test_boolean_setting_rejects_a_string():
+    def mutate(d):
+        d["lists"][0]["settings"]["advertised"] = "yes"
+    assert "settings.advertised must be true or false" in error_for(mutate)
+
+
+def test_integer_setting_rejects_negative_and_boolean():
+    def negative(d):
+        d["lists"][0]["settings"]["max_num_recipients"] = -1
+
+    def boolean(d):
+        d["lists"][0]["settings"]["max_num_recipients"] = True
+    assert "must be an integer >= 0" in error_for(negative)
+    assert "must be an integer >= 0" in error_for(boolean)
+
+
+def test_list_needs_an_owner():
+    def mutate(d):
+        d["lists"][0]["owners"] = []
+    assert "lists[announce@example.org].owners must name at least one owner" in error_for(
+        mutate)
+
+
+def test_list_domain_must_be_a_mail_domain():
+    def mutate(d):
+        d["lists"][0]["address"] = "announce@elsewhere.org"
+    assert "domain elsewhere.org is not one of mailDomains" in error_for(mutate)
+
+
+def test_absent_entry_takes_no_other_fields():
+    def mutate(d):
+        d["lists"][1]["owners"] = ["a@example.org"]
+    assert "lists[old@example.org].owners is not a known field" in error_for(mutate)
+
+
+def test_duplicate_list_is_rejected():
+    def mutate(d):
+        d["lists"].append(copy.deepcopy(d["lists"][0]))
+    assert "appears more than once" in error_for(mutate)
+
+
+def test_unknown_style_is_rejected():
+    def mutate(d):
+        d["lists"][0]["style"] = "fancy"
+    assert "style must be one of legacy-default, legacy-announce, private-default" in (
+        error_for(mutate))
+
+
+def test_missing_top_level_field_is_named():
+    def mutate(d):
+        del d["webHost"]
+    assert "document.webHost is required" in error_for(mutate)
+
+
+def test_secret_values_are_never_echoed():
+    def password(d):
+        d["superuser"]["password"] = ""
+
+    def secret(d):
+        d["socialApps"][0]["secret"] = 12345678
+    assert "superuser.password must be a non-empty string" in error_for(password)
+    message = error_for(secret)
+    assert "socialApps[0].secret must be a non-empty string" in message
+    assert "12345678" not in message
+
+
+def test_version_other_than_1_is_rejected():
+    def mutate(d):
+        d["version"] = 2
+    assert "version must be 1" in error_for(mutate)
+
+
+def test_summary_line_counts_deletions_only_for_lists():
+    tally = reconcile.Tally(created=2, unchanged=1, deleted=1)
+    assert tally.line("lists", deletions=True) == (
+        "lists: 2 created, 0 updated, 1 unchanged, 1 deleted")
+    assert tally.line("domains") == "domains: 2 created, 0 updated, 1 unchanged"
