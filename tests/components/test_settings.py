@@ -238,6 +238,6 @@ def test_every_documented_key_is_accepted():
     run_program(config, secrets={"adminPassword", "socialLogins"})
 
 
-def test_docs_config_table_is_generated_from_config_keys():
-    docs = (REPO / "docs" / "program.md").read_text()
-    assert config_table() in docs
+def test_readme_config_table_is_generated_from_config_keys():
+    readme = (REPO / "README.md").read_text()
+    assert config_table() in readme
