@@ -7,7 +7,6 @@ through the Nix side's real reader, so a drift on either side fails here.
 import hashlib
 import importlib.util
 import json
-import subprocess
 import sys
 
 import dns.rdata
@@ -17,7 +16,7 @@ import pytest
 
 from tests.components.conftest import BASE, ZONED, ZONED_SECRETS
 from tests.harness import run_program
-from tests.nixos.nixos_support import NIXOS, nix_env, require_tool
+from tests.nixos.nixos_support import NIXOS, read_document, require_tool
 
 
 def _rendered_document(config, secrets=frozenset()):
@@ -29,24 +28,7 @@ def _rendered_document(config, secrets=frozenset()):
 def _nix_read(document_text, tmp_path):
     path = tmp_path / "deployment.json"
     path.write_text(document_text)
-    result = subprocess.run(
-        [
-            require_tool("nix-instantiate"),
-            "--eval",
-            "--strict",
-            "--json",
-            str(NIXOS / "deployment.nix"),
-            "--arg",
-            "documentPath",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return read_document(require_tool("nix-instantiate"), path)
 
 
 @pytest.mark.nix
