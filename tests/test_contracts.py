@@ -5,8 +5,9 @@ through the Nix side's real reader, so a drift on either side fails here.
 """
 
 import hashlib
+import importlib.util
 import json
-import subprocess
+import sys
 
 import dns.rdata
 import dns.rdataclass
@@ -15,7 +16,7 @@ import pytest
 
 from tests.components.conftest import BASE, ZONED, ZONED_SECRETS
 from tests.harness import run_program
-from tests.nixos.nixos_support import NIXOS, nix_env, require_tool
+from tests.nixos.nixos_support import NIXOS, read_document, require_tool
 
 
 def _rendered_document(config, secrets=frozenset()):
@@ -27,24 +28,7 @@ def _rendered_document(config, secrets=frozenset()):
 def _nix_read(document_text, tmp_path):
     path = tmp_path / "deployment.json"
     path.write_text(document_text)
-    result = subprocess.run(
-        [
-            require_tool("nix-instantiate"),
-            "--eval",
-            "--strict",
-            "--json",
-            str(NIXOS / "deployment.nix"),
-            "--arg",
-            "documentPath",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return read_document(require_tool("nix-instantiate"), path)
 
 
 @pytest.mark.nix
@@ -101,3 +85,40 @@ def test_mta_sts_id_in_dns_is_the_hash_of_the_policy_nix_serves(config, secrets,
     # Nix serves the policy at exactly the hosts DNS points at us.
     hosts = {r["name"] for r in records if r["type"] == "A" and r["name"].startswith("mta-sts.")}
     assert hosts == set(read["mtaSts"]["hosts"]) - {read["hostname"]}
+
+
+def _reconcile_parser():
+    # The reconcile program runs on the host; its input validation needs no Django or Mailman.
+    spec = importlib.util.spec_from_file_location(
+        "mailman_reconcile", NIXOS / "mailman_reconcile.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being created
+    spec.loader.exec_module(module)
+    return module.parse_state
+
+
+@pytest.mark.parametrize(
+    ("config", "secrets"),
+    [(BASE, frozenset()), (ZONED, ZONED_SECRETS)],
+    ids=["quick-start", "zoned-two-domains-social-login"],
+)
+def test_reconcile_accepts_the_desired_state_the_program_sends(config, secrets):
+    run = run_program(config, secrets=set(secrets))
+    command = run.one("command:remote:Command", "mailman-reconcile-run")
+    state = _reconcile_parser()(command.inputs["stdin"])
+    site = run.namespace["site"]
+
+    sent_lists = {entry["address"]: entry for entry in site.lists}
+    assert {entry.address for entry in state.lists} == set(sent_lists)
+    for entry in state.lists:
+        sent = sent_lists[entry.address]
+        assert entry.owners == frozenset(sent["owners"])
+        assert dict(entry.settings) == sent["settings"]
+    assert list(state.mail_domains) == json.loads(
+        _rendered_document(config, secrets)
+    )["mailDomains"]
+    assert state.site_domain == state.web_host == config["hostname"]
+    assert [app.provider for app in state.social_apps] == list(config.get("socialLogins", {}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nixos_support import DOCUMENTS, NIXOS, SCHEMA, EvalError, nix_env, require_tool
+from nixos_support import DOCUMENTS, SCHEMA, read_document, require_tool
 
 
 @pytest.fixture(scope="session")
@@ -40,25 +39,7 @@ def evaluate(
         else:
             path = directory / f"document-{next(counter)}.json"
             path.write_text(json.dumps(document))
-        result = subprocess.run(
-            [
-                nix_instantiate,
-                "--eval",
-                "--strict",
-                "--json",
-                str(NIXOS / "deployment.nix"),
-                "--arg",
-                "documentPath",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            env=nix_env(),
-            check=False,
-        )
-        if result.returncode != 0:
-            raise EvalError(result.stderr)
-        return json.loads(result.stdout)
+        return read_document(nix_instantiate, path)
 
     return run
 

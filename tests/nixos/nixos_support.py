@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +37,26 @@ def nix_env() -> dict[str, str]:
 
 class EvalError(Exception):
     """nix-instantiate refused the document; the message is Nix's error text."""
+
+
+def read_document(nix_instantiate: str, document_path: Path) -> Any:
+    """What nixos/deployment.nix makes of a document, evaluated for real (builtins only)."""
+    result = subprocess.run(
+        [
+            nix_instantiate,
+            "--eval",
+            "--strict",
+            "--json",
+            str(NIXOS / "deployment.nix"),
+            "--arg",
+            "documentPath",
+            str(document_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=nix_env(),
+        check=False,
+    )
+    if result.returncode != 0:
+        raise EvalError(result.stderr)
+    return json.loads(result.stdout)
