@@ -8,11 +8,18 @@ Measures, on one freshly started site (the reconcile tests' fixtures):
 - resident memory of Mailman core + mailman-web (RSS and PSS summed over their processes),
   idle after start and the peak while the reconcile runs.
 
-Run: `python benchmarks/reconcile.py` (builds the cached Mailman venv on first use).
+It also prints the time Mailman core itself spent answering the reconcile's requests, by
+kind (from core's REST access log), which is the floor no client can go below.
+
+Run: `python benchmarks/reconcile.py [--database postgresql|sqlite]` (default postgresql, the
+production host's default, on a private server the fixture starts; builds the cached Mailman
+venv on first use). PostgreSQL needs Debian `postgresql` (initdb, pg_ctl).
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 import threading
@@ -92,8 +99,29 @@ def naive_create(site: MailmanSite, lists: int) -> float:
     return time.perf_counter() - start
 
 
+REQUEST_LINE = re.compile(r'"(?P<verb>[A-Z]+) /3\.1/(?P<path>[^ ?]*)\S* HTTP/[\d.]+" '
+                          r'(?P<status>\d+) .* (?P<ms>\d+)$')
+
+
+def core_time_by_request(site: MailmanSite) -> dict[str, tuple[int, float]]:
+    """{"POST lists": (count, seconds)} from core's REST access log, as logged so far."""
+    totals: dict[str, tuple[int, float]] = {}
+    for line in site.log_tail("var/logs/mailman.log", chars=10**8).splitlines():
+        match = REQUEST_LINE.search(line)
+        if match is None:
+            continue
+        resource = re.sub(r"^lists/[^/]+", "lists/<list>", match["path"])
+        key = f"{match['verb']} {resource}"
+        count, seconds = totals.get(key, (0, 0.0))
+        totals[key] = (count + 1, seconds + int(match["ms"]) / 1000)
+    return totals
+
+
 def main() -> None:
-    with running_site() as site:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=("postgresql", "sqlite"), default="postgresql")
+    database = parser.parse_args().database
+    with running_site(database=database) as site:
         idle = memory(site)
         state = desired_state(LISTS)
         sampler = PeakMemory(site)
@@ -101,6 +129,7 @@ def main() -> None:
         empty, first_output = timed_reconcile(site, state)
         sampler.done.set()
         sampler.join()
+        core_time = core_time_by_request(site)
         noop, noop_output = timed_reconcile(site, state)
         naive = naive_create(site, LISTS)
         lists_created = len(site.rest("lists")["entries"])
@@ -120,12 +149,23 @@ def main() -> None:
         ("memory after 200 lists", f"{after[0]} / {after[1]} MiB", "", None),
     ]
     print(f"\nReconcile {LISTS} lists x {OWNERS} owners against GNU Mailman 3.3.10 "
-          "(SQLite, 127.0.0.1)\n")
+          f"({'PostgreSQL' if database == 'postgresql' else 'SQLite'}, 127.0.0.1)\n")
     print(f"| {'measure':<38} | {'value':>18} | {'target':<7} | met |")
     print(f"|{'-' * 40}|{'-' * 20}|{'-' * 9}|-----|")
     for name, value, target, met in rows:
         mark = "" if met is None else ("yes" if met else "NO")
         print(f"| {name:<38} | {value:>18} | {target:<7} | {mark:<3} |")
+
+
+    in_core = sum(seconds for _count, seconds in core_time.values())
+    print(f"\nMailman core's own time answering the empty-site reconcile: {in_core:.2f} s "
+          f"of {empty:.2f} s\n")
+    print(f"| {'request':<38} | {'count':>5} | {'core time':>9} | {'each':>8} |")
+    print(f"|{'-' * 40}|{'-' * 7}|{'-' * 11}|{'-' * 10}|")
+    for key, (count, seconds) in sorted(core_time.items(), key=lambda item: -item[1][1]):
+        if seconds >= 0.05:
+            each = 1000 * seconds / count
+            print(f"| {key:<38} | {count:>5} | {seconds:>7.2f} s | {each:>5.1f} ms |")
 
 
 if __name__ == "__main__":
