@@ -4,6 +4,7 @@
 { modulesPath, deployment, ... }:
 let
   net = deployment.network;
+  metadataAddress = "169.254.169.254";
 in
 {
   imports = [ (modulesPath + "/profiles/qemu-guest.nix") ];
@@ -44,6 +45,20 @@ in
     "2a01:4ff:ff00::add:1"
     "2a01:4ff:ff00::add:2"
   ];
+
+  # Hetzner's metadata service hands the server's user_data to any local process that asks, and
+  # user_data carries the stack's SSH host private keys (components/host.py). NixOS needs none of
+  # it after the install (the addresses come from deployment.json), so nothing on the host -- a
+  # web app tricked into fetching a URL included -- may reach it.
+  networking.nftables.tables.mailman-site-metadata = {
+    family = "inet";
+    content = ''
+      chain output {
+        type filter hook output priority 0; policy accept;
+        ip daddr ${metadataAddress} counter reject with icmpx admin-prohibited
+      }
+    '';
+  };
 
   # Needed by the Hetzner Cloud console's password reset and clean shutdowns.
   services.qemuGuest.enable = true;
