@@ -36,22 +36,13 @@ def nix_env() -> dict[str, str]:
 
 
 class EvalError(Exception):
-    """nix-instantiate refused the document; the message is Nix's error text."""
+    """nix-instantiate refused the expression; the message is Nix's error text."""
 
 
-def read_document(nix_instantiate: str, document_path: Path) -> Any:
-    """What nixos/deployment.nix makes of a document, evaluated for real (builtins only)."""
+def evaluate_json(nix_instantiate: str, *arguments: str) -> Any:
+    """`nix-instantiate --eval --strict --json` for real (builtins only), the value as Python."""
     result = subprocess.run(
-        [
-            nix_instantiate,
-            "--eval",
-            "--strict",
-            "--json",
-            str(NIXOS / "deployment.nix"),
-            "--arg",
-            "documentPath",
-            str(document_path),
-        ],
+        [nix_instantiate, "--eval", "--strict", "--json", *arguments],
         capture_output=True,
         text=True,
         env=nix_env(),
@@ -60,3 +51,14 @@ def read_document(nix_instantiate: str, document_path: Path) -> Any:
     if result.returncode != 0:
         raise EvalError(result.stderr)
     return json.loads(result.stdout)
+
+
+def read_document(nix_instantiate: str, document_path: Path) -> Any:
+    """What nixos/deployment.nix makes of a document."""
+    return evaluate_json(
+        nix_instantiate,
+        str(NIXOS / "deployment.nix"),
+        "--arg",
+        "documentPath",
+        str(document_path),
+    )

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-from nixos_support import DOCUMENTS, NIXOS, EvalError, nix_env
+from nixos_support import DOCUMENTS, NIXOS, EvalError, evaluate_json
 
 VALID_DOCUMENTS = [
     *sorted(DOCUMENTS.glob("*.json")),
@@ -145,13 +144,6 @@ def test_schema_rejects_ssh_sources_that_are_not_cidrs(schema, production_docume
 
 @pytest.mark.nix
 def test_mailman_units_evaluate_without_nixpkgs(nix_instantiate: str) -> None:
-    result = subprocess.run(
-        [nix_instantiate, "--eval", "--strict", "--json", str(NIXOS / "mailman-units.nix")],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=True,
-    )
-    units = json.loads(result.stdout)
+    units = evaluate_json(nix_instantiate, str(NIXOS / "mailman-units.nix"))
     assert "mailman" in units["core"]
     assert {"mailman-web-setup", "hyperkitty", "hyperkitty-yearly"} <= set(units["web"])

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import subprocess
 import sys
 
 import pytest
-from nixos_support import DOCUMENTS, NIXOS, nix_env, require_tool
+from nixos_support import DOCUMENTS, NIXOS, evaluate_json, require_tool
 
 UPLINK = 'systemd.network.networks."10-uplink"'
 
@@ -20,14 +19,7 @@ def hetzner_value(nix_instantiate: str, attribute: str) -> object:
         f"{NIXOS / 'deployment.nix'} {{ documentPath = {DOCUMENTS / 'production.json'}; }}; }})"
         f".{attribute}"
     )
-    result = subprocess.run(
-        [nix_instantiate, "--eval", "--strict", "--json", "--expr", expression],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=True,
-    )
-    return json.loads(result.stdout)
+    return evaluate_json(nix_instantiate, "--expr", expression)
 
 
 def matches(name_globs: object, interface: str) -> bool:

@@ -7,7 +7,6 @@ a misspelled main.cf parameter; Postfix's own `postconf` can. postfix.nix is eva
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nixos_support import DOCUMENTS, NIXOS, nix_env
+from nixos_support import DOCUMENTS, NIXOS, evaluate_json
 
 # The lib functions postfix.nix calls, with nixpkgs' meaning (lib/lists.nix, lib/strings.nix,
 # lib/modules.nix); mkIf stays a marker, as the module system would see it.
@@ -37,15 +36,7 @@ in
 @pytest.fixture(scope="module")
 def main_cf(nix_instantiate: str) -> dict[str, Any]:
     expression = _EXPRESSION.format(nixos=NIXOS, document=DOCUMENTS / "production.json")
-    result = subprocess.run(
-        [nix_instantiate, "--eval", "--strict", "--json", "--expr", expression],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    settings: dict[str, Any] = json.loads(result.stdout)
+    settings: dict[str, Any] = evaluate_json(nix_instantiate, "--expr", expression)
     return settings
 
 
