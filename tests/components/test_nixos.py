@@ -46,6 +46,22 @@ def test_read_nixos_tree_skips_the_vm_tests_and_build_leftovers(tmp_path):
     }
 
 
+REPO_NIXOS = Path(__file__).resolve().parents[2] / "nixos"
+# What the host needs: NixOS modules, the reconcile program and the scripts the modules install.
+HOST_FILE_SUFFIXES = (".nix", ".py", ".sh")
+
+
+def test_only_host_files_of_the_real_nixos_tree_are_pushed():
+    """Every pushed file is a push (and a switch trigger): test data must not live in nixos/."""
+    pushed = read_nixos_tree(REPO_NIXOS)
+
+    assert "configuration.nix" in pushed
+    assert "mailman_reconcile.py" in pushed
+    assert "scripts/mailman-site-health.sh" in pushed
+    strays = [path for path in pushed if not path.endswith(HOST_FILE_SUFFIXES)]
+    assert strays == [], f"not host files, move them out of nixos/: {strays}"
+
+
 def test_digest_changes_with_content_and_with_file_names():
     base = configuration_digest({"a.nix": "{ }"}, "{}")
 
