@@ -4,8 +4,10 @@
 #   export HCLOUD_TOKEN=...      # Hetzner Cloud project API token (read & write)
 #   ./deploy.sh --hostname lists.example.org --admin-email you@example.org --dns-zone example.org
 #
-# It logs in to a state backend (the local file backend in ~/.pulumi when none is configured),
-# selects or creates the stack, writes its mailman:* settings, stores the Hetzner token as an
+# It checks the settings with the program's own rules (tools/check_settings.py) before anything
+# else, logs in to a state backend (the local file backend in ~/.pulumi when none is configured),
+# selects or creates the stack (default `staging`: Let's Encrypt staging, no protection, cheap),
+# writes its mailman:* settings and the operator's SSH key, stores the Hetzner token as an
 # encrypted stack secret, and runs `pulumi up`. Run it again to change a setting and re-apply.
 # The example lists in lists.yaml fit every site as they are: they live in the first mail
 # domain and belong to the --admin-email address until the file names other owners.
@@ -22,10 +24,13 @@ usage: ./deploy.sh --hostname FQDN --admin-email EMAIL [options]
   --admin-email EMAIL    site owner, ACME account, superuser e-mail,        (mailman:adminEmail)
                          owner of every list in lists.yaml without `owners:`
   --dns-zone ZONE        Hetzner DNS zone to write records into             (mailman:dnsZone)
-                         (to manage DNS yourself: `pulumi config rm mailman:dnsZone`;
-                         the records to create are then the dnsRecords output)
+                         (without it: no DNS resources; create the records of the
+                         dnsRecords output at your DNS provider)
   --mail-domain DOMAIN   a domain lists live in; repeat for several         (mailman:mailDomains)
-  --stack NAME           Pulumi stack (default: production)
+  --ssh-key FILE.pub     your SSH public key for root; repeat for several   (mailman:sshPublicKeys)
+                         (default ~/.ssh/id_ed25519.pub, else a new key ~/.ssh/mailman_ed25519)
+  --stack NAME           Pulumi stack (default: staging, Let's Encrypt staging and no
+                         protection; use --stack production once staging works)
   --yes                  apply without the interactive confirmation of `pulumi up`
   -h, --help             this help
 
@@ -39,11 +44,16 @@ die() {
   exit 2
 }
 
+json_list() {
+  python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"
+}
+
 hostname=""
 admin_email=""
 dns_zone=""
-stack="production"
+stack="staging"
 mail_domains=()
+ssh_keys=()
 up_flags=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -51,6 +61,7 @@ while [ "$#" -gt 0 ]; do
     --admin-email) admin_email="${2:-}"; shift 2 || die "--admin-email needs a value" ;;
     --dns-zone) dns_zone="${2:-}"; shift 2 || die "--dns-zone needs a value" ;;
     --mail-domain) mail_domains+=("${2:-}"); shift 2 || die "--mail-domain needs a value" ;;
+    --ssh-key) ssh_keys+=("${2:-}"); shift 2 || die "--ssh-key needs a value" ;;
     --stack) stack="${2:-}"; shift 2 || die "--stack needs a value" ;;
     --yes) up_flags+=(--yes); shift ;;
     -h | --help) usage; exit 0 ;;
@@ -65,6 +76,46 @@ done
   die "HCLOUD_TOKEN is not set: export HCLOUD_TOKEN=<Hetzner Cloud API token, read & write>"
 command -v pulumi >/dev/null ||
   die "pulumi not found: install the Pulumi CLI (https://www.pulumi.com/docs/install/)"
+
+# The operator's SSH key for root: given, the usual one, or a new one made here.
+if [ "${#ssh_keys[@]}" -eq 0 ]; then
+  if [ -f "$HOME/.ssh/id_ed25519.pub" ]; then
+    ssh_keys=("$HOME/.ssh/id_ed25519.pub")
+  else
+    new_key="$HOME/.ssh/mailman_ed25519"
+    if [ ! -f "$new_key.pub" ]; then
+      command -v ssh-keygen >/dev/null || die "ssh-keygen not found: pass --ssh-key FILE.pub"
+      mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh"
+      echo "Creating an SSH key for root on the server: $new_key"
+      passphrase=(-N "")
+      [ -t 0 ] && passphrase=() # ssh-keygen asks for a passphrase on a terminal
+      ssh-keygen -q -t ed25519 -C "mailman-$stack" -f "$new_key" "${passphrase[@]}"
+    fi
+    ssh_keys=("$new_key.pub")
+  fi
+fi
+key_lines=()
+for file in "${ssh_keys[@]}"; do
+  [ -f "$file" ] || die "--ssh-key $file: no such file (an OpenSSH public key, e.g. ~/.ssh/id_ed25519.pub)"
+  key_lines+=("$(head -n 1 "$file")")
+done
+
+# Every value is checked with the program's own rules before any stack exists. Python with
+# the program's requirements: .venv once `pulumi install` made it, else this python3.
+check_args=(--stack-file "Pulumi.$stack.yaml" --set hostname "$hostname"
+  --set adminEmail "$admin_email")
+if [ -n "$dns_zone" ]; then
+  check_args+=(--set dnsZone "$dns_zone")
+else
+  check_args+=(--unset dnsZone)
+fi
+if [ "${#mail_domains[@]}" -gt 0 ]; then
+  check_args+=(--set-json mailDomains "$(json_list "${mail_domains[@]}")")
+fi
+check_args+=(--set-json sshPublicKeys "$(json_list "${key_lines[@]}")")
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+message=$("$python" tools/check_settings.py "${check_args[@]}" 2>&1) || die "$message"
 
 # State backend: PULUMI_BACKEND_URL or an earlier `pulumi login` wins; otherwise the
 # zero-account default, a local file backend in ~/.pulumi.
@@ -97,13 +148,24 @@ config mailman:hostname "$hostname"
 config mailman:adminEmail "$admin_email"
 if [ -n "$dns_zone" ]; then
   config mailman:dnsZone "$dns_zone"
+else
+  # DNS elsewhere: no zone, whatever the stack file or an earlier run set.
+  pulumi config rm --stack "$stack" mailman:dnsZone 2>/dev/null || true
 fi
-if [ "${#mail_domains[@]}" -gt 0 ]; then
-  pulumi config rm --stack "$stack" mailman:mailDomains 2>/dev/null || true
-  for i in "${!mail_domains[@]}"; do
-    config --path "mailman:mailDomains[$i]" "${mail_domains[$i]}"
+config_list() {
+  local key=$1
+  shift
+  pulumi config rm --stack "$stack" "mailman:$key" 2>/dev/null || true
+  local i=0
+  for value in "$@"; do
+    config --path "mailman:${key}[$i]" "$value"
+    i=$((i + 1))
   done
+}
+if [ "${#mail_domains[@]}" -gt 0 ]; then
+  config_list mailDomains "${mail_domains[@]}"
 fi
+config_list sshPublicKeys "${key_lines[@]}"
 # Piped, so the token is in neither argv nor the shell history; stored encrypted.
 printf '%s' "$HCLOUD_TOKEN" | config --secret hcloud:token
 

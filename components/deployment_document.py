@@ -1,12 +1,14 @@
 """The deployment document (docs/contracts.md section 2): per-deployment values for NixOS.
 
 Rendered as JSON text so that `pulumi preview --diff` shows a changed value as a changed line.
-It holds no secrets; its schema is nixos/deployment.schema.json.
+It holds no secrets; its JSON Schema is `SCHEMA_FILE` (components/deployment.schema.json), which
+the tests of both sides validate against. It is not in nixos/: only host files are pushed.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -15,6 +17,7 @@ from components.dns_records import MtaStsPolicy
 from components.settings import Settings
 
 SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("deployment.schema.json")
 IPV6_PREFIX_LENGTH = 64
 
 

@@ -315,14 +315,6 @@ class NixosDeployment(pulumi.ComponentResource):
         )
 
 
-_WARNING = re.compile(r"\bwarn(ing)?\b", re.IGNORECASE)
-
-
-def outbound_warnings(output: str) -> list[str]:
-    """Lines of `mailman-site-health --outbound` output that are warnings (e.g. port 25 blocked)."""
-    return [line.strip() for line in output.splitlines() if _WARNING.search(line)]
-
-
 # How long the final check waits for a site that is still (re)starting.
 FINAL_HEALTH_TIMEOUT_SECONDS = 180
 FINAL_HEALTH_INTERVAL_SECONDS = 5
@@ -358,7 +350,13 @@ class SiteHealthCheck(pulumi.ComponentResource):
     """The final check: `mailman-site-health --outbound`; outbound problems only warn.
 
     Hetzner blocks outbound port 25 on new projects; the site is healthy without it, but mail
-    cannot leave, so the unblock hint is surfaced as a Pulumi warning instead of failing.
+    cannot leave, so the check prints `WARN` lines with the unblock hint and exits 0.
+
+    Those lines reach the `pulumi up` output only while the command runs: pulumi-command v1.2.1
+    streams a remote command's stdout and stderr line by line as it runs (logging unset or
+    stdoutAndStderr: provider/pkg/provider/remote/commandOutputs.go lines 80-93, util.go
+    LogOutput lines 32-53). Nothing here reads the stdout kept in state, which a later update
+    that does not re-run the check would replay after the block was lifted.
     """
 
     check: command.remote.Command
@@ -389,10 +387,6 @@ class SiteHealthCheck(pulumi.ComponentResource):
             # outbound SMTP probe, which only ever prints WARN lines.
             create=final_health_command(),
             triggers=[server_id, server_type],
+            logging=command.remote.Logging.STDOUT_AND_STDERR,
         )
-        self.check.stdout.apply(self._warn)
         self.register_outputs({"output": self.check.stdout})
-
-    def _warn(self, output: str | None) -> None:
-        for line in outbound_warnings(output or ""):
-            pulumi.log.warn(line, resource=self)

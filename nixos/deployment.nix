@@ -1,4 +1,5 @@
-# The deployment document (/etc/nixos/deployment.json, schema: ./deployment.schema.json)
+# The deployment document (/etc/nixos/deployment.json; its JSON Schema, checked by the tests of
+# both sides, is components/deployment.schema.json in the repository, not pushed to the host)
 # turned into plain values for the modules.
 #
 # Builtins only, no nixpkgs: CI evaluates this file for real with

@@ -1,11 +1,11 @@
-"""The deployment document: valid against nixos/deployment.schema.json, no secrets, line diffs."""
+"""The deployment document: valid against its JSON Schema (SCHEMA_FILE), no secrets, line diffs."""
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
+from components.deployment_document import SCHEMA_FILE
 from tests.components.conftest import BASE
 from tests.harness import (
     MOCK_ED25519_PUBLIC,
@@ -15,9 +15,7 @@ from tests.harness import (
     run_program,
 )
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "nixos" / "deployment.schema.json").read_text()
-)
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
 
 
 def _document_text(run):

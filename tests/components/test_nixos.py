@@ -1,4 +1,4 @@
-"""components/nixos.py helpers: what is pushed, how files are written, what counts as a warning."""
+"""components/nixos.py helpers: what is pushed, how files are written, the final health check."""
 
 import os
 import stat
@@ -10,7 +10,6 @@ import pytest
 from components.nixos import (
     configuration_digest,
     final_health_command,
-    outbound_warnings,
     read_nixos_tree,
     write_file_command,
 )
@@ -44,6 +43,22 @@ def test_read_nixos_tree_skips_the_vm_tests_and_build_leftovers(tmp_path):
         "mailman_reconcile.py": "# mailman_reconcile.py\n",
         "modules/postfix.nix": "# modules/postfix.nix\n",
     }
+
+
+REPO_NIXOS = Path(__file__).resolve().parents[2] / "nixos"
+# What the host needs: NixOS modules, the reconcile program and the scripts the modules install.
+HOST_FILE_SUFFIXES = (".nix", ".py", ".sh")
+
+
+def test_only_host_files_of_the_real_nixos_tree_are_pushed():
+    """Every pushed file is a push (and a switch trigger): test data must not live in nixos/."""
+    pushed = read_nixos_tree(REPO_NIXOS)
+
+    assert "configuration.nix" in pushed
+    assert "mailman_reconcile.py" in pushed
+    assert "scripts/mailman-site-health.sh" in pushed
+    strays = [path for path in pushed if not path.endswith(HOST_FILE_SUFFIXES)]
+    assert strays == [], f"not host files, move them out of nixos/: {strays}"
 
 
 def test_digest_changes_with_content_and_with_file_names():
@@ -130,24 +145,6 @@ def test_file_names_with_shell_syntax_are_quoted(tmp_path):
     assert not (Path.cwd() / "pwned.nix").exists()
 
 
-def test_outbound_warnings_picks_the_health_checks_warn_lines():
-    output = (  # the format of nixos/scripts/mailman-site-health.sh
-        "ok    smtp        220 lists.example.org ESMTP Postfix\n"
-        "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked.\n"
-        "WARN  outbound    Hetzner Cloud blocks ports 25 and 465 on new projects; once the first\n"
-        "ok    rest        200\n"
-    )
-
-    assert outbound_warnings(output) == [
-        "WARN  outbound    no answer from mx.example.net:25: outbound SMTP looks blocked.",
-        "WARN  outbound    Hetzner Cloud blocks ports 25 and 465 on new projects; once the first",
-    ]
-
-
-def test_outbound_warnings_ignores_words_that_merely_contain_warn():
-    assert outbound_warnings("ok   forewarned: nothing to see\n") == []
-
-
 def fake_health(tmp_path: Path, failures: int) -> Path:
     """A mailman-site-health that fails `failures` times (uwsgi still loading), then passes."""
     bin_dir = tmp_path / "bin"
@@ -175,7 +172,7 @@ def test_final_health_check_waits_for_a_web_app_that_is_still_starting(tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "calls").read_text().splitlines() == ["--outbound"] * 3
-    # Only the last run is reported: its WARN lines become Pulumi warnings, no stale FAIL.
+    # Only the last run is printed (and streamed into `pulumi up`'s output): no stale FAIL.
     assert result.stdout.splitlines() == [
         "ok    uwsgi       http://127.0.0.1:18507/postorius/lists/ answered 200",
         "WARN  outbound    no answer from gmail-smtp-in.l.google.com:25",

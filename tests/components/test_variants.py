@@ -1,17 +1,15 @@
 """Properties that hold for every configuration variant, checked on whole-program runs."""
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
+from components.deployment_document import SCHEMA_FILE
 from tests.components.conftest import BASE, ZONED, ZONED_SECRETS
 from tests.harness import plain_strings, run_program
 
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "nixos" / "deployment.schema.json").read_text()
-)
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
 NO_LISTS = "tests/components/data/no-lists.yaml"
 VARIANTS = {
     "quick-start": (BASE, set()),

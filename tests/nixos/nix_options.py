@@ -4,8 +4,8 @@
 `lib.mkIf`, `lib.mkMerge`, `lib.mkDefault`/`mkForce`/`mkBefore`/`mkAfter`, `lib.optionalAttrs`,
 `//`, `if ... then ... else` and `lib.genAttrs`/`lib.mapAttrs` (whose names are dynamic), and
 compares every path against an `OptionList`: the 26.05 option paths taken from the nixpkgs
-module sources (nixos/options-26.05.txt). A value the walk cannot see into, at a path that is not
-itself an option, is an error too: the check never passes by not looking.
+module sources (options-26.05.txt beside this file). A value the walk cannot see into, at a
+path that is not itself an option, is an error too: the check never passes by not looking.
 """
 
 from __future__ import annotations

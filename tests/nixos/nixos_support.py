@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from components.deployment_document import SCHEMA_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 NIXOS = REPO / "nixos"
 DOCUMENTS = Path(__file__).resolve().parent / "documents"
-SCHEMA = NIXOS / "deployment.schema.json"
+SCHEMA = SCHEMA_FILE  # one file for both sides: components/deployment.schema.json
 
 
 def require_tool(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The Nix side reads exactly the keys of nixos/deployment.schema.json, no more and no fewer.
+"""The Nix side reads exactly the keys of components/deployment.schema.json, no more and no fewer.
 
 (The Python renderer's side of the contract is checked against the same schema by its own tests.)
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from nix_options import selected_attributes
-from nixos_support import NIXOS, EvalError
+from nixos_support import NIXOS, SCHEMA, EvalError
 
 OBJECTS = ("network", "dataVolume", "mtaSts")
 
@@ -57,7 +57,7 @@ def _without(document: dict[str, Any], key: str) -> dict[str, Any]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "schema_key" in metafunc.fixturenames:
-        schema = json.loads((NIXOS / "deployment.schema.json").read_text())
+        schema = json.loads(SCHEMA.read_text())
         metafunc.parametrize("schema_key", sorted(schema_keys(schema)))
 
 

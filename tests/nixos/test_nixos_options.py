@@ -1,4 +1,4 @@
-"""Every option path the configuration defines exists in NixOS 26.05 (nixos/options-26.05.txt)."""
+"""Every option path the configuration defines exists in NixOS 26.05 (options-26.05.txt here)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from nix_options import DYNAMIC, OptionList, check_module, check_test_nodes, display
 from nixos_support import NIXOS
 
-OPTIONS_FILE = NIXOS / "options-26.05.txt"
+OPTIONS_FILE = Path(__file__).with_name("options-26.05.txt")
 # Plain values for the modules (builtins only), not modules themselves.
 VALUE_FILES = {"deployment.nix", "mailman-units.nix"}
 MODULES = sorted(p for p in NIXOS.glob("*.nix") if p.name not in VALUE_FILES)

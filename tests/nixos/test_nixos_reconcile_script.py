@@ -134,11 +134,17 @@ def test_other_exit_statuses_restart_nothing(stand_in: Path) -> None:
 
 
 def test_refuses_to_run_without_root(stand_in: Path) -> None:
-    command = ["bash", str(SCRIPT)]
+    # A copy the unprivileged user can read, run from a directory it can enter: the checkout
+    # may lie under a directory other users cannot enter (e.g. a 0700 temp dir).
+    script = stand_in / SCRIPT.name
+    shutil.copyfile(SCRIPT, script)
+    script.chmod(0o644)
+    command = ["bash", str(script)]
     if os.geteuid() == 0:
         command = ["runuser", "-u", "nobody", "--", *command]
     result = subprocess.run(
         command,
+        cwd=stand_in,
         env={
             "PATH": os.environ["PATH"],
             "MAILMAN_RECONCILE_PYTHON": str(stand_in / "python"),

@@ -280,7 +280,8 @@ class MailmanSite:
     def web_env(self, settings_module: str = "settings") -> dict[str, str]:
         """Environment for anything that runs with mailman-web's Django settings."""
         env = {k: v for k, v in os.environ.items() if k not in ("MAILMAN_WEB_CONFIG",)}
-        env.update(DJANGO_SETTINGS_MODULE=settings_module, PYTHONPATH=str(self.directory))
+        env.update(DJANGO_SETTINGS_MODULE=settings_module, PYTHONPATH=str(self.directory),
+                   MAILMAN_CONFIG_FILE=str(self.core_cfg))
         return env
 
     # --- configuration ------------------------------------------------------------------
@@ -385,6 +386,10 @@ class MailmanSite:
     def core_env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("MAILMAN_VAR_DIR", None)
+        # A Mailman core started without -C would look for ./mailman.cfg, then write a new
+        # var/ (SQLite database, logs) into its working directory (mailman/core/initialize.py,
+        # search_for_configuration_file); this points every such start at the site's own config.
+        env["MAILMAN_CONFIG_FILE"] = str(self.core_cfg)
         return env
 
     def wait_ready(self) -> None:

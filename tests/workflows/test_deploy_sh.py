@@ -67,11 +67,17 @@ def run_deploy(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
         **(env or {}),
     }
     environment = {k: v for k, v in environment.items() if v is not None}
-    # A copy of the project, so files deploy.sh writes stay out of the repository.
+    # A copy of the project, so files deploy.sh writes stay out of the repository; the settings
+    # check runs the real components/ with this test's Python (the venv `pulumi install` makes).
     project = tmp_path / "project"
-    project.mkdir(exist_ok=True)
-    shutil.copy2(ROOT / "deploy.sh", project / "deploy.sh")
-    shutil.copy2(ROOT / "lists.yaml", project / "lists.yaml")
+    if not project.exists():
+        project.mkdir()
+        for name in ("deploy.sh", "lists.yaml", "Pulumi.staging.yaml", "Pulumi.production.yaml"):
+            shutil.copy2(ROOT / name, project / name)
+        shutil.copytree(ROOT / "components", project / "components")
+        (project / "tools").mkdir()
+        shutil.copy2(ROOT / "tools" / "check_settings.py", project / "tools" / "check_settings.py")
+        (project / ".venv").symlink_to(Path(sys.executable).parent.parent)
     result = subprocess.run(
         [str(project / "deploy.sh"), *args],
         env=environment,
@@ -97,19 +103,22 @@ def test_quick_start_logs_in_locally_creates_the_stack_configures_and_applies(tm
         ["whoami", "--non-interactive"],
         ["login", "--local"],
         ["whoami", "--verbose", "--non-interactive"],
-        ["stack", "select", "production", "--non-interactive"],
-        ["stack", "init", "production", "--non-interactive"],
-        ["config", "set", "--stack", "production", "--non-interactive",
+        ["stack", "select", "staging", "--non-interactive"],
+        ["stack", "init", "staging", "--non-interactive"],
+        ["config", "set", "--stack", "staging", "--non-interactive",
          "mailman:hostname", "lists.example.org"],
-        ["config", "set", "--stack", "production", "--non-interactive",
+        ["config", "set", "--stack", "staging", "--non-interactive",
          "mailman:adminEmail", "you@example.org"],
-        ["config", "set", "--stack", "production", "--non-interactive",
+        ["config", "set", "--stack", "staging", "--non-interactive",
          "mailman:dnsZone", "example.org"],
-        ["config", "set", "--stack", "production", "--non-interactive",
+        ["config", "rm", "--stack", "staging", "mailman:sshPublicKeys"],
+        ["config", "set", "--stack", "staging", "--non-interactive",
+         "--path", "mailman:sshPublicKeys[0]", generated_key(tmp_path)],
+        ["config", "set", "--stack", "staging", "--non-interactive",
          "--secret", "hcloud:token"],
         ["install"],
-        ["up", "--stack", "production"],
-        ["stack", "output", "siteUrl", "--stack", "production"],
+        ["up", "--stack", "staging"],
+        ["stack", "output", "siteUrl", "--stack", "staging"],
     ]  # fmt: skip
     assert "Site: https://lists.example.org/" in result.stdout
 
@@ -148,11 +157,11 @@ def test_an_existing_stack_is_selected_not_created_again(tmp_path) -> None:
     run_deploy(tmp_path, *QUICK_START)
     (tmp_path / "state" / "calls.jsonl").unlink()
 
-    result, calls = run_deploy(tmp_path, *QUICK_START, "--stack", "production", "--yes")
+    result, calls = run_deploy(tmp_path, *QUICK_START, "--stack", "staging", "--yes")
 
     assert result.returncode == 0, result.stderr
     assert not [a for a in argvs(calls) if a[:2] == ["stack", "init"]]
-    assert ["up", "--stack", "production", "--yes"] in argvs(calls)
+    assert ["up", "--stack", "staging", "--yes"] in argvs(calls)
 
 
 def test_mail_domains_are_written_as_a_list(tmp_path) -> None:
@@ -160,7 +169,7 @@ def test_mail_domains_are_written_as_a_list(tmp_path) -> None:
         tmp_path, *QUICK_START, "--mail-domain", "example.org", "--mail-domain", "example.net"
     )
 
-    sets = [a[-3:] for a in argvs(calls) if "--path" in a]
+    sets = [a[-3:] for a in argvs(calls) if "--path" in a and "mailDomains" in a[-2]]
     assert sets == [
         ["--path", "mailman:mailDomains[0]", "example.org"],
         ["--path", "mailman:mailDomains[1]", "example.net"],
@@ -175,7 +184,7 @@ def test_pulumi_cloud_needs_no_passphrase(tmp_path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert ["up", "--stack", "production"] in argvs(calls)
+    assert ["up", "--stack", "staging"] in argvs(calls)
 
 
 def test_a_self_managed_backend_without_passphrase_or_terminal_stops_with_one_line(
@@ -236,3 +245,90 @@ def test_any_site_uses_the_shipped_lists_yaml_as_it_is(tmp_path) -> None:
     project = tmp_path / "project"
     assert sorted(p.name for p in project.glob("lists*.yaml")) == ["lists.yaml"]
     assert (project / "lists.yaml").read_text() == (ROOT / "lists.yaml").read_text()
+
+
+def generated_key(home: Path) -> str:
+    return (home / ".ssh" / "mailman_ed25519.pub").read_text().strip()
+
+
+def test_the_quick_start_starts_with_the_staging_safe_stack(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *QUICK_START)
+
+    assert result.returncode == 0, result.stderr
+    assert ["stack", "init", "staging", "--non-interactive"] in argvs(calls)
+    staging = (tmp_path / "project" / "Pulumi.staging.yaml").read_text()
+    assert "mailman:acmeStaging: true" in staging
+    assert "mailman:protect: false" in staging
+
+
+def test_without_dns_zone_no_zone_is_left_in_the_stack(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *OTHER_SITE, "--stack", "production")
+
+    assert result.returncode == 0, result.stderr
+    assert ["config", "rm", "--stack", "production", "mailman:dnsZone"] in argvs(calls)
+    assert not [a for a in argvs(calls) if "mailman:dnsZone" in a and a[1] == "set"]
+
+
+def test_with_dns_zone_the_zone_is_written(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *OTHER_SITE, "--dns-zone", "example.net")
+
+    assert result.returncode == 0, result.stderr
+    assert ["config", "set", "--stack", "staging", "--non-interactive",
+            "mailman:dnsZone", "example.net"] in argvs(calls)  # fmt: skip
+    assert not [a for a in argvs(calls) if a[:2] == ["config", "rm"] and "dnsZone" in a[-1]]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hostname", "lists example org", "--admin-email", "you@example.org"],
+         'deploy.sh: mailman:hostname: "lists example org" is not a fully qualified domain name'),
+        ([*OTHER_SITE, "--dns-zone", "example.org"],
+         'deploy.sh: mailman:hostname: "lists.example.net" is not inside the managed dnsZone'),
+        (["--hostname", "lists.example.org", "--admin-email", "you"],
+         'deploy.sh: mailman:adminEmail: "you" is not an e-mail address'),
+    ],
+)  # fmt: skip
+def test_bad_values_are_refused_by_the_programs_rules_before_any_stack(
+    tmp_path, args, message
+) -> None:
+    result, calls = run_deploy(tmp_path, *args)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert calls == []
+
+
+def test_an_existing_operator_key_is_used_not_a_new_one(tmp_path) -> None:
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBvbZ2yEdZ7Y3mbe4HwX9fCFkkGJ1GBQHzOz9rS2Zr0u me@pc"
+    (ssh / "id_ed25519.pub").write_text(key + "\n")
+
+    result, calls = run_deploy(tmp_path, *QUICK_START)
+
+    assert result.returncode == 0, result.stderr
+    assert ["config", "set", "--stack", "staging", "--non-interactive",
+            "--path", "mailman:sshPublicKeys[0]", key] in argvs(calls)  # fmt: skip
+    assert not (ssh / "mailman_ed25519").exists()
+
+
+def test_without_a_key_one_is_generated_for_root(tmp_path) -> None:
+    result, _ = run_deploy(tmp_path, *QUICK_START)
+
+    assert result.returncode == 0, result.stderr
+    private = tmp_path / ".ssh" / "mailman_ed25519"
+    assert private.stat().st_mode & 0o077 == 0
+    assert generated_key(tmp_path).startswith("ssh-ed25519 ")
+
+
+def test_a_file_that_is_not_a_public_key_is_refused_before_any_stack(tmp_path) -> None:
+    bad = tmp_path / "id.pub"
+    bad.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+
+    result, calls = run_deploy(tmp_path, *QUICK_START, "--ssh-key", str(bad))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("deploy.sh: mailman:sshPublicKeys: ")
+    assert calls == []

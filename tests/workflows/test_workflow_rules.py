@@ -1,7 +1,8 @@
 """What matters in the workflows, asserted on their parsed YAML.
 
-Pinned actions, no secret echoed, preview comments updated in place, destroy only for
-`pr-*` stacks, one update per stack at a time, and CI installing what .ci/run installs.
+Pinned actions, no secret echoed, preview comments updated in place, destroy only for throwaway
+stacks (`pr-*` review stacks, `e2e-*` end-to-end stacks), one update per stack at a time, deploy
+timeouts that cover a first deploy, and CI installing what .ci/run installs.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def test_every_deploying_job_has_a_concurrency_group_that_never_cancels(workflow
             assert concurrency["group"].startswith("pulumi-stack-"), concurrency
             # Cancelling a running `pulumi up` leaves the stack locked or half-applied.
             assert concurrency["cancel-in-progress"] is False
-    assert seen == 4  # staging, production, review up, review destroy
+    assert seen == 5  # staging, production, review up, review destroy, e2e
 
 
 def test_concurrency_groups_name_the_stack_they_deploy(workflows) -> None:
@@ -148,8 +149,12 @@ def test_a_smoke_check_follows_every_up(workflows) -> None:
                     assert "./.github/actions/smoke-check" in later, f"{name}.{job_name}"
 
 
-def test_destroy_and_stack_rm_only_ever_target_pr_stacks(workflows, actions) -> None:
-    destroying = 0
+# Throwaway stacks by workflow: the only stacks anything destroys, and the guard in the script.
+THROWAWAY_PREFIXES = {"review-stack": "pr-", "e2e": "e2e-"}
+
+
+def test_destroy_and_stack_rm_only_ever_target_throwaway_stacks(workflows, actions) -> None:
+    destroying = set()
     for name, doc in workflows.items():
         for step in steps_of(doc):
             uses = str(step.get("uses", ""))
@@ -158,16 +163,32 @@ def test_destroy_and_stack_rm_only_ever_target_pr_stacks(workflows, actions) -> 
             script = step.get("run", "")
             if not re.search(r"pulumi (destroy|stack rm)\b", script):
                 continue
-            destroying += 1
-            # The stack comes from STACK = pr-<number>, and the script refuses anything else.
-            assert doc["env"]["STACK"].startswith("pr-"), name
-            assert 'case "$STACK" in\n  pr-[0-9]*) ;;' in script
+            destroying.add(name)
+            # The stack comes from STACK = <prefix><number>..., and the script refuses others.
+            prefix = THROWAWAY_PREFIXES[name]
+            assert doc["env"]["STACK"].startswith(prefix), name
+            assert f'case "$STACK" in\n  {prefix}[0-9]*) ;;' in script
             for line in script.splitlines():
                 if re.search(r"pulumi (destroy|stack rm)\b", line):
                     assert line.rstrip().endswith('--stack "$STACK"'), line
-    assert destroying == 1
+    assert destroying == set(THROWAWAY_PREFIXES)
     for step in [s for doc in actions.values() for s in steps_of(doc)]:
         assert not re.search(r"pulumi (destroy|stack rm)\b", step.get("run", ""))
+
+
+# A first deploy: NixOS install 10-20 min, then build, switch, reconcile and checks.
+FIRST_DEPLOY_MINUTES = 90
+
+
+def test_every_job_that_runs_pulumi_up_has_time_for_a_first_deploy(workflows) -> None:
+    jobs = 0
+    for name, doc in workflows.items():
+        for job_name, job in doc["jobs"].items():
+            if "up" not in pulumi_commands(job):
+                continue
+            jobs += 1
+            assert job["timeout-minutes"] >= FIRST_DEPLOY_MINUTES, f"{name}.{job_name}"
+    assert jobs == 4  # deploy staging, deploy production, review up, e2e
 
 
 def test_review_stack_is_created_from_staging_with_its_own_hostname(workflows) -> None:
