@@ -64,14 +64,14 @@ def with_budget(
 
 def connect(
     *,
-    host: pulumi.Input[str] | None,
+    host: pulumi.Input[str],
     private_key: pulumi.Input[str] | None,
     host_key: pulumi.Input[str] | None,
     budget: DialBudget,
 ) -> command.remote.ConnectionArgs:
     """root@`host` with the deploy key, accepting only `host_key` (no trust on first use)."""
     return command.remote.ConnectionArgs(
-        host=host,  # type: ignore[arg-type]
+        host=host,
         user="root",
         private_key=private_key,
         host_key=host_key,
