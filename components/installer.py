@@ -178,6 +178,11 @@ def _functions(reboot_delay_seconds: int) -> list[str]:
         "schedule_reboot() {",
         f"  systemd-run --on-active={reboot_delay_seconds} --timer-property=AccuracySec=1s"
         " systemctl reboot >/dev/null",
+        # No new session may reach Debian any more: `nixos-ready` dials (refused) until NixOS
+        # answers instead of finding Debian in the seconds before the reboot. This session
+        # ends normally: sessions live in their own scope, and Debian's ssh.service has
+        # KillMode=process (the switch script does the same, components/scripts/).
+        "  systemctl stop ssh.service ssh.socket >/dev/null 2>&1 || true",
         f'  echo "rebooting into NixOS in {reboot_delay_seconds} s"',
         "}",
         "fail() {",

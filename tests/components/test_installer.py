@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -88,3 +92,16 @@ def test_on_nixos_it_stops_first():
 def test_refuses_a_release_it_cannot_quote_safely(release):
     with pytest.raises(ValueError, match="nixos_release"):
         install_script(release)
+
+
+def test_sandbox_and_stubs_pass_shellcheck():
+    """The sandbox that runs the installer as root must itself be sound shell."""
+    tool = shutil.which("shellcheck")
+    if tool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed (apt package shellcheck)")
+        pytest.skip("shellcheck is not installed")
+    sandbox = Path(__file__).resolve().parent / "installer_sandbox"
+    scripts = [sandbox / "sandbox.sh", *sorted((sandbox / "stubs").iterdir())]
+    result = subprocess.run([tool, *map(str, scripts)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
