@@ -21,6 +21,7 @@ from components.installer import (
     install_script,
     user_data,
 )
+from tests.components.installer_sandbox import sandbox
 
 SCRIPT = install_script("nixos-26.05")
 
@@ -105,3 +106,20 @@ def test_sandbox_and_stubs_pass_shellcheck():
     scripts = [sandbox / "sandbox.sh", *sorted((sandbox / "stubs").iterdir())]
     result = subprocess.run([tool, *map(str, scripts)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_missing_pinned_nixos_infect_fails_under_ci_with_one_line(tmp_path, monkeypatch):
+    wrong = tmp_path / "nixos-infect"
+    wrong.write_text("#!/bin/bash\necho not the pinned file\n")
+    monkeypatch.setenv(sandbox.ENV_PATH, str(wrong))
+    monkeypatch.setenv(sandbox.MIRROR_ENV, str(tmp_path / "no-mirror"))
+    monkeypatch.setattr(sandbox, "CACHE", tmp_path / "no-cache")
+    monkeypatch.setattr(sandbox, "_download", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        sandbox.pinned_nixos_infect()
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("pinned nixos-infect not found (")
+    assert f"{wrong}: wrong SHA-256" in message
+    assert ": unreachable" in message
