@@ -2,51 +2,38 @@
 
 What survives a replaced server is never its child: the primary IPs (and so their PTR records
 and mail reputation), the data volume and the keys are siblings of the server inside this
-component. The server boots the stock Debian image; cloud-init installs the stack's SSH host key
-and runs nixos-infect, pinned by commit and checked by SHA-256 before it runs.
+component. The server boots the stock Debian image, whose cloud-init only installs the stack's
+SSH host key (`installer.user_data`, constant); the `nixos-install` command then installs NixOS
+over SSH with the current installer (components/installer.py), and `nixos-ready` waits for it
+across the reboot.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_command as command
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
-import yaml
 
+from components import installer
+from components.installer import INSTALL_LOG
 from components.settings import INSTALL_IMAGE, Settings
-
-# nixos-infect, pinned: https://github.com/elitak/nixos-infect at this commit; the SHA-256 is of
-# the `nixos-infect` file at that commit. It autodetects nothing we rely on: PROVIDER and
-# NIX_CHANNEL are passed explicitly. It keeps /etc/ssh/ssh_host_* through NIXOS_LUSTRATE, and
-# writes /etc/nixos/hardware-configuration.nix (+ networking.nix) from the running Debian.
-NIXOS_INFECT_COMMIT = "7563801d3ae68c975e4027f4e31a3906dca95f30"
-NIXOS_INFECT_SHA256 = "4cc3b5f8e4333ab4f02906d80a836c1b36e2887a51abf4eba4d9113b33934393"
-NIXOS_INFECT_URL = (
-    f"https://raw.githubusercontent.com/elitak/nixos-infect/{NIXOS_INFECT_COMMIT}/nixos-infect"
+from components.ssh import (
+    ACROSS_REBOOT,
+    FIRST_BOOT,
+    HOST_MAY_BE_GONE,
+    RUNNING_HOST,
+    connect,
+    with_budget,
 )
-INSTALL_LOG = "/var/log/nixos-infect.log"
-INSTALL_SCRIPT = "/root/nixos-infect"
-# Debian's sshd serves only this key while the installer runs (see `install_user_data`).
-INSTALL_PHASE_SSHD_CONFIG = "/etc/ssh/sshd_config.d/00-mailman-install.conf"
-
-# How long commands keep dialing a host that does not answer (yet). A refused or failed handshake
-# costs at most the provider's 5 s retry back-off, a dropped packet the per-dial timeout on top:
-# 400 dials are at least ~33 minutes (nixos-infect takes 10-20) and at most ~100 minutes.
-DIAL_ERROR_LIMIT = 400
-PER_DIAL_TIMEOUT_SECONDS = 10
 
 WORLD = ("0.0.0.0/0", "::/0")
 
 # Where NixOS mounts the data volume (nixos/storage.nix, `volume`).
 VOLUME_MOUNT_POINT = "/srv/mailman-site"
-# Releasing the volume is worth a few dials, not the install's half hour: a host that is gone
-# (often the reason it is being replaced) has nothing left to flush.
-VOLUME_RELEASE_DIAL_ERROR_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -85,76 +72,6 @@ def host_ipv6_address(network: str) -> str:
     return str(prefix.network_address + 1)
 
 
-def install_script(nixos_release: str) -> str:
-    """Runs once from cloud-init: fetch the pinned installer, check it, run it (it reboots)."""
-    return "\n".join(
-        [
-            "set -euo pipefail",
-            f"exec >>{INSTALL_LOG} 2>&1",
-            f'echo "nixos-infect {NIXOS_INFECT_COMMIT}: installing {nixos_release}"',
-            "curl --fail --silent --show-error --location --retry 5 "
-            f"--output {INSTALL_SCRIPT} {shlex.quote(NIXOS_INFECT_URL)}",
-            f"echo '{NIXOS_INFECT_SHA256}  {INSTALL_SCRIPT}' | sha256sum --check --strict",
-            f"PROVIDER=hetznercloud NIX_CHANNEL={shlex.quote(nixos_release)} bash {INSTALL_SCRIPT}",
-        ]
-    )
-
-
-@dataclass(frozen=True)
-class HostKeys:
-    """The SSH host key pairs cloud-init installs, in OpenSSH format."""
-
-    ed25519_private: str
-    ed25519_public: str
-    rsa_private: str
-    rsa_public: str
-
-
-def install_user_data(
-    host_keys: HostKeys, nixos_release: str, operator_keys: tuple[str, ...]
-) -> str:
-    """The cloud-config that turns the stock Debian image into NixOS with our SSH host keys."""
-    config = {
-        # cloud-init writes these before sshd first starts (replacing the image's keys and
-        # generating none); nixos-infect lists /etc/ssh/ssh_host_*_key* in NIXOS_LUSTRATE, so
-        # NixOS boots with the same keys.
-        "ssh_deletekeys": True,
-        "ssh_keys": {
-            "ed25519_private": host_keys.ed25519_private,
-            "ed25519_public": host_keys.ed25519_public.strip(),
-            "rsa_private": host_keys.rsa_private,
-            "rsa_public": host_keys.rsa_public.strip(),
-        },
-        "ssh_genkeytypes": [],
-        # Operator keys go to root here, not as Hetzner SSH keys: Hetzner refuses a public key
-        # that already exists in the project, which breaks a second stack for the same person.
-        # nixos-infect copies root's authorized_keys into the NixOS configuration.
-        "ssh_authorized_keys": list(operator_keys),
-        # Root logs in with these keys (cloud-init's default would make root print "log in as
-        # another user" and disconnect); nixos-infect carries root's keys over into NixOS.
-        "disable_root": False,
-        "write_files": [
-            {
-                # While Debian runs the installer, sshd offers only its RSA key. Our connections
-                # accept only the pinned ED25519 key, so they keep dialing (and never run a
-                # command that the installer's reboot would cut) until NixOS serves that key.
-                "path": INSTALL_PHASE_SSHD_CONFIG,
-                "permissions": "0644",
-                "content": "HostKey /etc/ssh/ssh_host_rsa_key\n",
-            },
-            {
-                # Keep the installer's log across the switch to NixOS (the rest of Debian's
-                # root moves to /old-root); nixos-infect appends its own entries to this file.
-                "path": "/etc/NIXOS_LUSTRATE",
-                "permissions": "0644",
-                "content": INSTALL_LOG.lstrip("/") + "\n",
-            },
-        ],
-        "runcmd": [["bash", "-c", install_script(nixos_release)]],
-    }
-    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False, width=1000)
-
-
 def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
     """Proves the host is the installed NixOS; explains where to look when it is not."""
     is_nixos = (
@@ -166,7 +83,7 @@ def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
             f"if {is_nixos}; then",
             '  echo "NixOS $(cat /run/current-system/nixos-version) is up"',
             "else",
-            '  echo "This host answers SSH with the stack\'s host key but is not NixOS." >&2',
+            '  echo "This host is not NixOS after the install and its reboot." >&2',
             f'  echo "Installer log: {INSTALL_LOG}; cloud-init: /var/log/cloud-init-output.log;"'
             " >&2",
             f'  echo "Console: Hetzner Cloud Console, the server with IPv4 {ipv4}." >&2',
@@ -205,6 +122,7 @@ class Host(pulumi.ComponentResource):
     ipv6_address: pulumi.Output[str]
     volume: hcloud.Volume
     connection: command.remote.ConnectionArgs
+    nixos_install: command.remote.Command
     nixos_ready: pulumi.Resource
     volume_release: command.remote.Command
     ssh_host_public_key: pulumi.Output[str]
@@ -222,11 +140,8 @@ class Host(pulumi.ComponentResource):
 
         # Keys live in the stack (encrypted state), never on disk.
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=child)
+        # Served from the first boot: by Debian (cloud-init), then by NixOS (nixos-infect keeps it).
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=persistent)
-        # Served by Debian during the install (see INSTALL_PHASE_SSHD_CONFIG), kept by NixOS.
-        rsa_host_key = tls.PrivateKey(
-            f"{name}-ssh-host-rsa-key", algorithm="RSA", rsa_bits=4096, opts=persistent
-        )
         self.deploy_public_key = deploy_key.public_key_openssh.apply(str.strip)
         self.ssh_host_public_key = host_key.public_key_openssh.apply(str.strip)
         hetzner_deploy_key = hcloud.SshKey(
@@ -264,17 +179,12 @@ class Host(pulumi.ComponentResource):
             opts=persistent,
         )
 
+        # Constant for the life of the stack: only the host key, so no `ignore_changes` is needed
+        # (the engine would put the OLD value back when the server is replaced).
         user_data: pulumi.Output[str] = pulumi.Output.all(
-            host_key.private_key_openssh,
-            host_key.public_key_openssh,
-            rsa_host_key.private_key_openssh,
-            rsa_host_key.public_key_openssh,
-        ).apply(
-            lambda keys: install_user_data(
-                HostKeys(*(str(k) for k in keys)), settings.nixos_release, settings.ssh_public_keys
-            )
-        )
-        # Holds the SSH host private keys.
+            host_key.private_key_openssh, host_key.public_key_openssh
+        ).apply(lambda keys: installer.user_data(str(keys[0]), str(keys[1])))
+        # Holds the SSH host private key.
         secret_user_data: pulumi.Output[str] = pulumi.Output.secret(user_data)
         self.server = hcloud.Server(
             f"{name}-server",
@@ -306,8 +216,6 @@ class Host(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 protect=settings.protect,
-                # Install-time inputs: editing them later must never replace a live server.
-                ignore_changes=["user_data", "ssh_keys"],
                 # A replacement needs the old server gone first: it holds the primary IPs, the
                 # volume and the name (Hetzner allows each on one server only).
                 delete_before_replace=True,
@@ -337,24 +245,36 @@ class Host(pulumi.ComponentResource):
             )
         ]
 
-        self.connection = command.remote.ConnectionArgs(
+        # Every command on the running host: an SSH problem fails it within minutes (ssh.py).
+        self.connection = connect(
             host=self.ipv4_address,
-            user="root",
             private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
             # No trust on first use: only the stack's host key is accepted.
             host_key=self.ssh_host_public_key,
-            dial_error_limit=DIAL_ERROR_LIMIT,
-            per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+            budget=RUNNING_HOST,
         )
 
-        # "NixOS is up": the pinned key is served only by the installed NixOS, so the dial
-        # retries carry us over the whole install and its reboot; a new server runs it again.
+        # The installation, over SSH on the fresh Debian (which serves the pinned key from its
+        # first boot). Its script is the CURRENT installer, so a replaced server gets it too; on
+        # NixOS it does nothing, so a changed installer never touches a live host.
+        self.nixos_install = command.remote.Command(
+            f"{name}-nixos-install",
+            connection=with_budget(self.connection, FIRST_BOOT),
+            create=installer.install_script(settings.nixos_release),
+            add_previous_output_in_env=False,
+            triggers=[self.server.id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, attachment]),
+        )
+        # "NixOS is up": crosses the install's reboot, so it alone gets the long dial budget.
         self.nixos_ready = command.remote.Command(
             f"{name}-nixos-ready",
-            connection=self.connection,
+            connection=with_budget(self.connection, ACROSS_REBOOT),
             create=self.ipv4_address.apply(nixos_ready_script),
+            add_previous_output_in_env=False,
             triggers=[self.server.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, attachment, *rdns]),
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.nixos_install, attachment, *rdns]
+            ),
         )
         # Replacing the server detaches the volume before Hetzner shuts the old server down
         # (the attachment depends on the server and is deleted first), and `pulumi destroy` does
@@ -363,14 +283,8 @@ class Host(pulumi.ComponentResource):
         # them and unmounts the volume on the old host first. It does nothing when created.
         self.volume_release = command.remote.Command(
             f"{name}-data-release",
-            connection=command.remote.ConnectionArgs(
-                host=self.connection.host,
-                user=self.connection.user,
-                private_key=self.connection.private_key,
-                host_key=self.connection.host_key,
-                dial_error_limit=VOLUME_RELEASE_DIAL_ERROR_LIMIT,
-                per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
-            ),
+            # A host that is gone (often why it is replaced) has nothing left to flush.
+            connection=with_budget(self.connection, HOST_MAY_BE_GONE),
             delete=volume_release_script(),
             add_previous_output_in_env=False,
             # Replaced (so its delete runs) exactly when the attachment is.
@@ -378,10 +292,9 @@ class Host(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment, self.nixos_ready]),
         )
         pulumi.log.info(
-            "waits for NixOS over SSH (up to ~30 min while nixos-infect runs); if it times out, "
-            f"read {INSTALL_LOG} on the host (Debian still answers with its RSA host key) or "
-            "open the server's console in the Hetzner Cloud Console",
-            resource=self.nixos_ready,
+            "installs NixOS on a new server (nixos-infect takes 10-20 min, a progress line every "
+            f"minute); a failure shows the end of {INSTALL_LOG} in the error",
+            resource=self.nixos_install,
         )
 
         self.register_outputs(

@@ -22,6 +22,8 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
+from components.ssh import ACROSS_REBOOT, with_budget
+
 ETC_NIXOS = "/etc/nixos"
 STATE_DIR = "/var/lib/mailman-site"
 SECRETS_DIR = f"{STATE_DIR}/secrets"
@@ -210,7 +212,8 @@ class NixosDeployment(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """Args:
-        connection: `Host.connection` (pinned host key).
+        connection: `Host.connection` (pinned host key, a few minutes of dial retries);
+            `switch-verify` dials it with the long budget, since it may cross a reboot.
         nixos_ready: `Host.nixos_ready`; nothing here runs before it.
         server_id: the server's id; a replaced server gets everything pushed and switched again.
         files: nixos/ as `read_nixos_tree` returns it.
@@ -234,10 +237,11 @@ class NixosDeployment(pulumi.ComponentResource):
             stdin: pulumi.Input[str] | None = None,
             *,
             secret: bool = False,
+            via: command.remote.ConnectionArgs = connection,
         ) -> command.remote.Command:
             return remote_command(
                 f"{name}-{role}",
-                connection=connection,
+                connection=via,
                 parent=self,
                 depends_on=depends_on,
                 create=create,
@@ -305,10 +309,15 @@ class NixosDeployment(pulumi.ComponentResource):
             f"bash {SWITCH_SCRIPT_ON_HOST} apply {shlex.quote(nixos_release)} {managed}",
             triggers,
         )
-        # After a boot-path switch the host reboots; this connects again through the connection's
-        # dial retries and checks the rebooted host (or confirms the live switch).
+        # After a boot-path switch the host reboots; this connects again with the long dial
+        # budget (the only command here that crosses a reboot) and checks the rebooted host (or
+        # confirms the live switch).
         self.ready = remote(
-            "switch-verify", [self.switch], f"bash {SWITCH_SCRIPT_ON_HOST} verify", triggers
+            "switch-verify",
+            [self.switch],
+            f"bash {SWITCH_SCRIPT_ON_HOST} verify",
+            triggers,
+            via=with_budget(connection, ACROSS_REBOOT),
         )
         self.register_outputs(
             {"configurationDigest": self.configuration_digest, "switchOutput": self.switch.stdout}

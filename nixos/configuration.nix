@@ -2,7 +2,8 @@
 #
 # The deploy chain copies every file of nixos/ (except tests/) to /etc/nixos/ and writes the
 # deployment document beside it; nixos-infect left hardware-configuration.nix there (boot loader,
-# root file system, initrd modules of the installer's layout). Per-deployment values come only
+# root file system, initrd modules of the installer's layout), and the install script left
+# boot-devices.json, with which ./boot-devices.nix replaces its /dev/sda-style device names. Per-deployment values come only
 # from deployment.json, through ./deployment.nix, as the module argument `deployment`.
 { ... }:
 {
@@ -11,6 +12,7 @@
       if builtins.pathExists ./hardware-configuration.nix then [ ./hardware-configuration.nix ] else [ ]
     )
     ++ [
+      ./boot-devices.nix
       ./hetzner.nix
       ./site.nix
     ];

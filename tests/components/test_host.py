@@ -11,21 +11,13 @@ import pulumi_hcloud as hcloud
 import pytest
 import yaml
 
-from components.host import (
-    INSTALL_LOG,
-    INSTALL_PHASE_SSHD_CONFIG,
-    NIXOS_INFECT_COMMIT,
-    NIXOS_INFECT_SHA256,
-    VOLUME_MOUNT_POINT,
-    install_script,
-    nixos_ready_script,
-    volume_release_script,
-)
+from components.host import VOLUME_MOUNT_POINT, nixos_ready_script, volume_release_script
+from components.installer import INSTALL_LOG, install_script
+from components.ssh import ACROSS_REBOOT, FIRST_BOOT, HOST_MAY_BE_GONE, RUNNING_HOST
 from tests.components.conftest import BASE
 from tests.harness import (
     MOCK_ED25519_PUBLIC,
     MOCK_IPV4,
-    OPERATOR_ED25519_PUBLIC,
     Secret,
     plain_strings,
     run_program,
@@ -151,8 +143,9 @@ def test_a_replacement_server_is_created_after_the_old_one_released_ips_volume_a
     assert base_run.one("hcloud:index/volumeAttachment:VolumeAttachment").delete_before_replace
 
 
-def test_install_inputs_never_replace_a_live_server(base_run):
-    assert set(base_run.one(SERVER).ignore_changes) == {"userData", "sshKeys"}
+def test_server_ignores_no_input_so_a_replacement_gets_current_values(base_run):
+    """The engine puts OLD values back for ignored properties, also when it replaces the server."""
+    assert base_run.one(SERVER).ignore_changes == ()
 
 
 def test_server_from_stock_image_type_and_location(base_run):
@@ -183,76 +176,113 @@ def _cloud_config(run):
     return yaml.safe_load(text)
 
 
-def test_cloud_init_installs_the_stack_host_key_before_first_boot(base_run):
+def test_cloud_init_only_installs_the_stack_host_key_before_first_boot(base_run):
     config = _cloud_config(base_run)
     host_key = base_run.one("tls:index/privateKey:PrivateKey", "mailman-host-ssh-host-key")
-    rsa_key = base_run.one("tls:index/privateKey:PrivateKey", "mailman-host-ssh-host-rsa-key")
     assert host_key.inputs == {"algorithm": "ED25519"}
-    assert rsa_key.inputs == {"algorithm": "RSA", "rsaBits": 4096}
-    assert config["ssh_keys"] == {
-        "ed25519_private": host_key.outputs["privateKeyOpenssh"],
-        "ed25519_public": MOCK_ED25519_PUBLIC,
-        "rsa_private": rsa_key.outputs["privateKeyOpenssh"],
-        "rsa_public": rsa_key.outputs["publicKeyOpenssh"].strip(),
+    # The image's own keys are removed and none are generated: only the stack's key exists.
+    # Nothing else: no installer, no release, no operator keys.
+    assert config == {
+        "ssh_deletekeys": True,
+        "ssh_keys": {
+            "ed25519_private": host_key.outputs["privateKeyOpenssh"],
+            "ed25519_public": MOCK_ED25519_PUBLIC,
+        },
+        "ssh_genkeytypes": [],
+        "disable_root": False,
     }
-    # The image's own keys are removed and none are generated: only the stack's keys exist.
-    assert config["ssh_deletekeys"] is True
-    assert config["ssh_genkeytypes"] == []
 
 
-def test_installer_debian_does_not_serve_the_pinned_key(base_run):
-    files = {f["path"]: f["content"] for f in _cloud_config(base_run)["write_files"]}
-    assert files[INSTALL_PHASE_SSHD_CONFIG] == "HostKey /etc/ssh/ssh_host_rsa_key\n"
+def test_there_is_no_second_host_key(base_run):
+    names = [r.name for r in base_run.of_type("tls:index/privateKey:PrivateKey")]
+    assert "mailman-host-ssh-host-rsa-key" not in names
 
 
-def test_installer_log_survives_the_switch_to_nixos(base_run):
-    files = {f["path"]: f["content"] for f in _cloud_config(base_run)["write_files"]}
-    assert files["/etc/NIXOS_LUSTRATE"] == INSTALL_LOG.lstrip("/") + "\n"
+def test_user_data_stays_the_same_when_install_settings_change(base_run, zoned_run):
+    """Release and operator keys are not in it, so it never forces a new server."""
+    other = run_program({**BASE, "nixosRelease": "nixos-25.11"})
+    assert _cloud_config(other) == _cloud_config(base_run)
+    assert zoned_run.namespace["site"].settings.ssh_public_keys  # operator keys are set there
+    assert _cloud_config(zoned_run) == _cloud_config(base_run)
 
 
-def test_operator_keys_reach_root_through_cloud_init(zoned_run):
-    assert _cloud_config(zoned_run)["disable_root"] is False
-    assert _cloud_config(zoned_run)["ssh_authorized_keys"] == [
-        OPERATOR_ED25519_PUBLIC + " alice@laptop"
-    ]
+def _install(run):
+    return run.one(COMMAND, "mailman-host-nixos-install")
 
 
-def test_installer_is_pinned_and_checked_before_it_runs(base_run):
-    script = _cloud_config(base_run)["runcmd"][0][2]
-    lines = script.splitlines()
-    fetch = next(i for i, line in enumerate(lines) if line.startswith("curl "))
-    check = next(i for i, line in enumerate(lines) if "sha256sum --check" in line)
-    run = next(i for i, line in enumerate(lines) if "bash /root/nixos-infect" in line)
-    assert fetch < check < run
-    assert f"/{NIXOS_INFECT_COMMIT}/nixos-infect" in lines[fetch]
-    assert NIXOS_INFECT_SHA256 in lines[check]
-    assert lines[0] == "set -euo pipefail"  # a failed check stops the script
+def test_nixos_install_runs_the_current_installer_once_per_server(base_run):
+    install = _install(base_run)
+    server = base_run.one(SERVER)
+    attachment = base_run.one("hcloud:index/volumeAttachment:VolumeAttachment")
+    assert install.inputs["create"] == install_script("nixos-26.05")
+    assert install.inputs["triggers"] == [server.id]
+    assert {server.urn, attachment.urn} <= set(install.depends_on)
+    assert install.inputs["addPreviousOutputInEnv"] is False
+    assert "delete" not in install.inputs and "update" not in install.inputs
 
 
-def test_installer_gets_provider_and_release_from_settings():
+def test_nixos_install_gets_the_release_from_settings():
     run = run_program({**BASE, "nixosRelease": "nixos-25.11"})
-    script = _cloud_config(run)["runcmd"][0][2]
-    assert "PROVIDER=hetznercloud NIX_CHANNEL=nixos-25.11 bash /root/nixos-infect" in script
+    assert _install(run).inputs["create"] == install_script("nixos-25.11")
+    assert "NIX_CHANNEL=nixos-25.11" in _install(run).inputs["create"]
+
+
+def test_nixos_install_carries_no_secret(base_run):
+    install = _install(base_run)
+    assert not install.is_secret("create")
+    assert "PRIVATE KEY" not in install.inputs["create"]
+
+
+def _connection(run, name):
+    connection = run.one(COMMAND, name).raw_inputs["connection"]
+    return connection, (connection.value if isinstance(connection, Secret) else connection)
 
 
 def test_connection_pins_the_host_key_and_uses_the_deploy_key(base_run):
-    ready = base_run.one(COMMAND, "mailman-host-nixos-ready")
-    connection = ready.raw_inputs["connection"]
-    plain = connection.value if isinstance(connection, Secret) else connection
-    assert plain["host"] == MOCK_IPV4
-    assert plain["user"] == "root"
-    assert plain["hostKey"] == MOCK_ED25519_PUBLIC
-    # The engine receives the deploy private key only under a secret marker.
-    assert plain["privateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
-    assert not any("PRIVATE KEY" in text for text in plain_strings(connection))
-    assert plain["dialErrorLimit"] >= 300  # covers a 30-minute install at the back-off ceiling
-    assert plain["perDialTimeout"] > 0
+    for name in ("mailman-host-nixos-install", "mailman-host-nixos-ready"):
+        connection, plain = _connection(base_run, name)
+        assert plain["host"] == MOCK_IPV4
+        assert plain["user"] == "root"
+        assert plain["hostKey"] == MOCK_ED25519_PUBLIC
+        # The engine receives the deploy private key only under a secret marker.
+        assert plain["privateKey"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+        assert not any("PRIVATE KEY" in text for text in plain_strings(connection))
+        assert plain["perDialTimeout"] > 0
 
 
-def test_nixos_ready_waits_for_the_server_and_reruns_for_a_new_one(base_run):
+def _budgets(run):
+    return {r.name: _connection(run, r.name)[1]["dialErrorLimit"] for r in run.of_type(COMMAND)}
+
+
+def test_dial_budgets_are_long_only_across_a_reboot(base_run):
+    budgets = _budgets(base_run)
+    assert budgets.pop("mailman-host-nixos-ready") == ACROSS_REBOOT.dial_error_limit
+    assert budgets.pop("mailman-nixos-switch-verify") == ACROSS_REBOOT.dial_error_limit
+    assert budgets.pop("mailman-host-nixos-install") == FIRST_BOOT.dial_error_limit
+    assert budgets.pop("mailman-host-data-release") == HOST_MAY_BE_GONE.dial_error_limit
+    assert len(budgets) > 5
+    assert set(budgets.values()) == {RUNNING_HOST.dial_error_limit}
+
+
+def test_an_ssh_problem_on_a_running_host_fails_within_minutes():
+    assert RUNNING_HOST.bounds_minutes()[1] <= 10
+    assert FIRST_BOOT.bounds_minutes()[1] <= 20
+    assert RUNNING_HOST.bounds_minutes()[0] >= 2  # a resized server's boot fits
+
+
+def test_no_remote_command_puts_previous_output_in_its_environment(base_run):
+    """The provider warns about PULUMI_COMMAND_STDOUT when sshd refuses the variable."""
+    commands = base_run.of_type(COMMAND)
+    assert commands
+    assert {r.name: r.inputs.get("addPreviousOutputInEnv") for r in commands} == {
+        r.name: False for r in commands
+    }
+
+
+def test_nixos_ready_waits_for_the_install_and_reruns_for_a_new_server(base_run):
     ready = base_run.one(COMMAND, "mailman-host-nixos-ready")
     server = base_run.one(SERVER)
-    assert server.urn in ready.depends_on
+    assert _install(base_run).urn in ready.depends_on
     assert ready.inputs["triggers"] == [server.id]
     assert "grep -qx ID=nixos /etc/os-release" in ready.inputs["create"]
     assert INSTALL_LOG in ready.inputs["create"]
@@ -276,6 +306,7 @@ def _shellcheck(script: str):
 @pytest.mark.parametrize(
     "script",
     [install_script("nixos-26.05"), nixos_ready_script("203.0.113.10"), volume_release_script()],
+    ids=["install", "nixos-ready", "volume-release"],
 )
 def test_host_scripts_pass_shellcheck(script):
     result = _shellcheck(script)
