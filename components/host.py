@@ -217,11 +217,18 @@ class Host(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         # Persistent things: protected from `pulumi destroy` and replacement when `protect` is on.
         persistent = pulumi.ResourceOptions(parent=self, protect=settings.protect)
+        # A replacement of a resource with a project-unique Hetzner name (SSH key, primary IP,
+        # volume, firewall) must delete the old one first: created first, the new one would be
+        # refused with `uniqueness_error` while the old one still holds the name.
+        unique_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
+        persistent_unique = pulumi.ResourceOptions.merge(persistent, unique_name)
         prefix = settings.resource_prefix
         labels = settings.labels
 
-        # Keys live in the stack (encrypted state), never on disk.
-        deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=child)
+        # Keys live in the stack (encrypted state), never on disk. The deploy key is persistent
+        # too: a new one is a new `SshKey.public_key` (ForceNew) and so a new server, whose
+        # `ssh_keys` is ForceNew (docs/program.md, "What a change of each setting does").
+        deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=persistent)
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=persistent)
         # Served by Debian during the install (see INSTALL_PHASE_SSHD_CONFIG), kept by NixOS.
         rsa_host_key = tls.PrivateKey(
@@ -232,14 +239,19 @@ class Host(pulumi.ComponentResource):
         hetzner_deploy_key = hcloud.SshKey(
             f"{name}-deploy-key",
             name=f"{prefix}-deploy",
-            public_key=deploy_key.public_key_openssh,
+            # As Hetzner stores it: the API trims the key's trailing newline (changelog
+            # 2026-04-22), the provider writes the API's value to state
+            # (terraform-provider-hcloud v1.68.0 internal/sshkey/common.go line 28) and
+            # `public_key` is RequiresReplace (internal/sshkey/resource.go line 72): sent with
+            # tls's "\n", every later `pulumi up` would replace the key.
+            public_key=self.deploy_public_key,
             labels=labels,
-            opts=child,
+            opts=unique_name,
         )
 
         # Addresses are their own resources so a replaced server keeps them (and their PTRs).
-        ipv4 = self._primary_ip(name, "ipv4", settings, persistent)
-        ipv6 = self._primary_ip(name, "ipv6", settings, persistent)
+        ipv4 = self._primary_ip(name, "ipv4", settings, persistent_unique)
+        ipv6 = self._primary_ip(name, "ipv6", settings, persistent_unique)
         self.ipv4_address = ipv4.ip_address
         self.ipv6_address = ipv6.ip_network.apply(lambda n: host_ipv6_address(str(n)))
 
@@ -248,7 +260,7 @@ class Host(pulumi.ComponentResource):
             name=prefix,
             rules=[rule.args() for rule in firewall_rules(settings.ssh_allowed_ips)],
             labels=labels,
-            opts=child,
+            opts=unique_name,
         )
 
         self.volume = hcloud.Volume(
@@ -261,7 +273,7 @@ class Host(pulumi.ComponentResource):
             automount=False,
             delete_protection=settings.protect,
             labels=labels,
-            opts=persistent,
+            opts=persistent_unique,
         )
 
         user_data: pulumi.Output[str] = pulumi.Output.all(
@@ -401,7 +413,9 @@ class Host(pulumi.ComponentResource):
             name=f"{settings.resource_prefix}-{family}",
             type=family,
             location=settings.location,
-            assignee_type="server",
+            # No `assignee_type`: without `assignee_id` the provider warns "Unused Attribute" on
+            # every run (v1.68.0 internal/primaryip/resource.go lines 177-182); the server's
+            # `public_nets` assigns the address.
             # Survives the server: deleting or replacing the server must not release it.
             auto_delete=False,
             delete_protection=settings.protect,

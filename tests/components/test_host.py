@@ -75,8 +75,15 @@ def test_primary_ips_are_kept_when_the_server_goes(base_run):
     assert sorted(ip.inputs["type"] for ip in ips) == ["ipv4", "ipv6"]
     for ip in ips:
         assert ip.inputs["autoDelete"] is False
-        assert ip.inputs["assigneeType"] == "server"
         assert ip.inputs["location"] == "nbg1"
+
+
+def test_primary_ips_name_no_assignee_type_without_an_assignee(base_run):
+    """terraform-provider-hcloud v1.68.0 internal/primaryip/resource.go lines 177-182: an
+    `assignee_type` without `assignee_id` is an "Unused Attribute" warning on every run."""
+    for ip in base_run.of_type(PRIMARY_IP):
+        assert "assigneeType" not in ip.inputs
+        assert "assigneeId" not in ip.inputs
 
 
 def test_server_uses_both_primary_ips(base_run):
@@ -151,6 +158,20 @@ def test_a_replacement_server_is_created_after_the_old_one_released_ips_volume_a
     assert base_run.one("hcloud:index/volumeAttachment:VolumeAttachment").delete_before_replace
 
 
+@pytest.mark.parametrize("type_", [PRIMARY_IP, VOLUME, FIREWALL, "hcloud:index/sshKey:SshKey"])
+def test_resources_with_unique_hetzner_names_are_deleted_before_replacement(base_run, type_):
+    """Created first, a replacement is refused (`uniqueness_error`): the old one holds the name."""
+    for resource in base_run.of_type(type_):
+        assert resource.delete_before_replace, resource.name
+
+
+def test_deploy_key_is_protected_like_the_host_keys(base_run, unprotected_run):
+    """A new deploy key is a new server (SshKey.public_key and Server.ssh_keys are ForceNew)."""
+    name = "mailman-host-deploy-key"
+    assert base_run.one("tls:index/privateKey:PrivateKey", name).protect
+    assert not unprotected_run.one("tls:index/privateKey:PrivateKey", name).protect
+
+
 def test_install_inputs_never_replace_a_live_server(base_run):
     assert set(base_run.one(SERVER).ignore_changes) == {"userData", "sshKeys"}
 
@@ -171,7 +192,8 @@ def test_labels_name_project_and_stack(base_run):
 
 def test_only_the_deploy_key_is_a_hetzner_ssh_key(zoned_run):
     keys = zoned_run.of_type("hcloud:index/sshKey:SshKey")
-    assert [k.inputs["publicKey"] for k in keys] == [MOCK_ED25519_PUBLIC + "\n"]
+    # Without tls's trailing newline: Hetzner stores the key trimmed (see test_plan_model).
+    assert [k.inputs["publicKey"] for k in keys] == [MOCK_ED25519_PUBLIC]
     assert keys[0].inputs["name"] == "mailman-test-deploy"
 
 
