@@ -18,6 +18,7 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 import yaml
 
+from components.preflight import PreflightFacts
 from components.settings import INSTALL_IMAGE, Settings
 
 # nixos-infect, pinned: https://github.com/elitak/nixos-infect at this commit; the SHA-256 is of
@@ -47,6 +48,8 @@ VOLUME_MOUNT_POINT = "/srv/mailman-site"
 # Releasing the volume is worth a few dials, not the install's half hour: a host that is gone
 # (often the reason it is being replaced) has nothing left to flush.
 VOLUME_RELEASE_DIAL_ERROR_LIMIT = 3
+# Stopping services before a resize: the server is running, so a few dials are enough.
+RESIZE_STOP_DIAL_ERROR_LIMIT = 10
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,54 @@ def volume_release_script() -> str:
     )
 
 
+def resize_stop_script(old_type: str, new_type: str) -> str:
+    """Stops everything that writes, before Hetzner's resize cuts the power.
+
+    The provider powers the server off hard before ChangeType (terraform-provider-hcloud v1.68.0
+    internal/server/resource.go lines 587-599). Stopping the data volume's mount unit stops every
+    service on it first (their RequiresMountsFor, nixos/storage.nix: PostgreSQL, Mailman, Postfix,
+    ...), so their last writes reach the disk; the server boots with all of them again.
+    """
+    return "\n".join(
+        [
+            "set -u",
+            f'echo "resizing {old_type} -> {new_type}: stopping the services, then power-off"',
+            f"unit=$(systemd-escape --path --suffix=mount {VOLUME_MOUNT_POINT})",
+            'if ! systemctl stop "$unit"; then',
+            '  echo "warning: could not stop $unit; stopping the services one by one" >&2',
+            "  systemctl stop postfix.service 'mailman*.service' postgresql.service || true",
+            "fi",
+            "sync",
+        ]
+    )
+
+
+def volume_grow_script(linux_device: str = "<linux_device>") -> str:
+    """Grows the mounted ext4 file system to the volume's (new) size, online.
+
+    Hetzner grows the block device in place (the provider's Volume update calls Resize, v1.68.0
+    internal/volume/resource.go lines 288-301); the file system stays at its old size until
+    `resize2fs` runs. On a volume already at full size it changes nothing.
+    """
+    device = shlex.quote(linux_device)
+    return "\n".join(
+        [
+            "set -eu",
+            f"dev=$(readlink -f {device})",
+            f"mounted=$(findmnt --noheadings --output SOURCE --mountpoint {VOLUME_MOUNT_POINT})",
+            'if [ "$mounted" != "$dev" ]; then',
+            f'  echo "{VOLUME_MOUNT_POINT} is not mounted from $dev (found: $mounted)" >&2',
+            "  exit 1",
+            "fi",
+            # Make the kernel re-read the device size (a no-op when it already has).
+            'rescan="/sys/class/block/$(basename "$dev")/device/rescan"',
+            'if [ -w "$rescan" ]; then echo 1 >"$rescan"; fi',
+            'resize2fs "$dev"',
+            f"df -h {VOLUME_MOUNT_POINT}",
+        ]
+    )
+
+
 class Host(pulumi.ComponentResource):
     """The server and everything around it that the deploy chain connects to."""
 
@@ -211,7 +262,12 @@ class Host(pulumi.ComponentResource):
     deploy_public_key: pulumi.Output[str]
 
     def __init__(
-        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: Settings,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        facts: PreflightFacts | None = None,
     ) -> None:
         super().__init__("mailman:host:Host", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -288,6 +344,7 @@ class Host(pulumi.ComponentResource):
         )
         # Holds the SSH host private keys.
         secret_user_data: pulumi.Output[str] = pulumi.Output.secret(user_data)
+        resize_stop = self._resize_stop(name, settings, facts, deploy_key, host_key)
         self.server = hcloud.Server(
             f"{name}-server",
             name=settings.hostname,
@@ -323,6 +380,7 @@ class Host(pulumi.ComponentResource):
                 # A replacement needs the old server gone first: it holds the primary IPs, the
                 # volume and the name (Hetzner allows each on one server only).
                 delete_before_replace=True,
+                depends_on=[resize_stop] if resize_stop is not None else [],
             ),
         )
 
@@ -404,6 +462,41 @@ class Host(pulumi.ComponentResource):
                 "volumeDevice": self.volume.linux_device,
             }
         )
+
+    def _resize_stop(
+        self,
+        name: str,
+        settings: Settings,
+        facts: PreflightFacts | None,
+        deploy_key: tls.PrivateKey,
+        host_key: tls.PrivateKey,
+    ) -> command.remote.Command | None:
+        """Only in the `pulumi up` that changes the running server's type: stop services first."""
+        if facts is None or facts.existing is None or not facts.resizes:
+            return None
+        old_type, new_type = facts.existing.server_type, settings.server_type
+        stop = command.remote.Command(
+            f"{name}-resize-stop",
+            connection=command.remote.ConnectionArgs(
+                host=self.ipv4_address,
+                user="root",
+                private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
+                host_key=host_key.public_key_openssh.apply(str.strip),
+                # The server runs: a few dials, not the install's budget.
+                dial_error_limit=RESIZE_STOP_DIAL_ERROR_LIMIT,
+                per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS,
+            ),
+            create=resize_stop_script(old_type, new_type),
+            add_previous_output_in_env=False,
+            triggers=[new_type],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        pulumi.log.warn(
+            f"serverType {old_type} -> {new_type}: downtime. The services are stopped, Hetzner "
+            "powers the server off, resizes it and it boots again (a few minutes)",
+            resource=stop,
+        )
+        return stop
 
     def _primary_ip(
         self, name: str, family: str, settings: Settings, opts: pulumi.ResourceOptions

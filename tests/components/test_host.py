@@ -19,10 +19,13 @@ from components.host import (
     VOLUME_MOUNT_POINT,
     install_script,
     nixos_ready_script,
+    resize_stop_script,
+    volume_grow_script,
     volume_release_script,
 )
 from tests.components.conftest import BASE
 from tests.harness import (
+    FIRST_DEPLOY,
     MOCK_ED25519_PUBLIC,
     MOCK_IPV4,
     OPERATOR_ED25519_PUBLIC,
@@ -354,3 +357,61 @@ def test_volume_release_gives_up_quickly_on_a_host_that_is_gone(base_run):
 
 def test_a_server_type_change_keeps_the_disk_so_it_can_be_undone(base_run):
     assert base_run.one(SERVER).inputs["keepDisk"] is True
+
+
+# Resize: the provider powers the server off hard, then ChangeType (internal/server/resource.go
+# lines 587-611 at terraform-provider-hcloud v1.68.0), so the services are stopped first.
+
+
+def test_a_server_type_change_stops_the_services_first(monkeypatch):
+    warnings = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *a, **k: warnings.append(message))
+    run = run_program({**BASE, "serverType": "cx33"}, cloud=FIRST_DEPLOY.with_server("cx23"))
+    stop = run.one(COMMAND, "mailman-host-resize-stop")
+    server = run.one(SERVER)
+    assert stop.urn in server.depends_on
+    assert stop.inputs["create"] == resize_stop_script("cx23", "cx33")
+    assert stop.inputs["triggers"] == ["cx33"]
+    assert stop.inputs["addPreviousOutputInEnv"] is False
+    assert stop.raw_inputs["connection"].value["dialErrorLimit"] <= 10
+    assert any("cx23 -> cx33: downtime" in w for w in warnings)
+
+
+@pytest.mark.parametrize("cloud", [FIRST_DEPLOY, FIRST_DEPLOY.with_server("cx23")])
+def test_no_stop_without_a_type_change(cloud):
+    run = run_program(BASE, cloud=cloud)
+    assert not [c for c in run.of_type(COMMAND) if c.name == "mailman-host-resize-stop"]
+
+
+def test_resize_stop_stops_the_volume_mount_and_its_services_then_syncs():
+    script = resize_stop_script("cx23", "cx33")
+    assert f"systemd-escape --path --suffix=mount {VOLUME_MOUNT_POINT}" in script
+    assert 'systemctl stop "$unit"' in script
+    assert script.splitlines()[-1] == "sync"
+    assert _shellcheck(script).returncode == 0
+
+
+# Grow: Hetzner grows the block device (internal/volume/resource.go lines 288-301), not ext4.
+
+
+def test_volume_grow_runs_resize2fs_on_the_mounted_volume_device():
+    script = volume_grow_script("/dev/disk/by-id/scsi-0HC_Volume_1")
+    assert "dev=$(readlink -f /dev/disk/by-id/scsi-0HC_Volume_1)" in script
+    assert f"--mountpoint {VOLUME_MOUNT_POINT}" in script
+    assert 'resize2fs "$dev"' in script
+    assert script.splitlines()[0] == "set -eu"
+    assert _shellcheck(script).returncode == 0
+
+
+def test_volume_grow_reruns_when_the_size_changes_after_the_switch(base_run):
+    grow = base_run.one(COMMAND, "mailman-volume-grow")
+    volume = base_run.one(VOLUME)
+    verify = base_run.one(COMMAND, "mailman-nixos-switch-verify")
+    assert grow.inputs["triggers"] == [10]
+    assert grow.inputs["create"] == volume_grow_script(volume.outputs["linuxDevice"])
+    assert grow.inputs["addPreviousOutputInEnv"] is False
+    # After the volume (its resize) and after the switch that mounts it.
+    assert volume.urn in grow.depends_on
+    assert verify.urn in grow.depends_on
+    bigger = run_program({**BASE, "volumeSize": 20})
+    assert bigger.one(COMMAND, "mailman-volume-grow").inputs["triggers"] == [20]
