@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -127,12 +128,33 @@ def _user_data_hash(value: object) -> object:
     return hashlib.sha1(str(value).encode()).hexdigest()  # noqa: S324 - as the provider does
 
 
+def go_ipnet_string(text: str) -> str:
+    """A firewall source as the provider stores it: normalizeIP (terraform-provider-hcloud
+    v1.68.0 internal/firewall/validation.go lines 31-66) is Go's net.IPNet.String() of the
+    parsed CIDR (a bare address gets /32 or /128): lower-case, RFC 5952 compressed, and an
+    IPv4-mapped IPv6 address printed as IPv4."""
+    address, _, length = text.partition("/")
+    ip = ipaddress.ip_address(address)
+    bits = int(length) if length else ip.max_prefixlen
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"{ip.ipv4_mapped}/{bits}"
+    return f"{ip}/{bits}"
+
+
+def _firewall_rules(rules: Any) -> Any:
+    return [
+        {**rule, "sourceIps": [go_ipnet_string(ip) for ip in rule.get("sourceIps", [])]}
+        for rule in rules
+    ]
+
+
 # How the provider stores an input, where that differs from a plain copy: (type, input) -> f.
 STORED: dict[tuple[str, str], Callable[[Any], Any]] = {
     # Hetzner trims the key (API changelog 2026-04-22); the provider stores the API's value
     # (internal/sshkey/common.go line 28).
     ("hcloud:index/sshKey:SshKey", "publicKey"): lambda key: str(key).strip(),
     ("hcloud:index/server:Server", "userData"): _user_data_hash,
+    ("hcloud:index/firewall:Firewall", "rules"): _firewall_rules,
 }
 
 

@@ -23,9 +23,11 @@ from tests.plan_model import (
     by_name,
     change_table,
     evaluate,
+    go_ipnet_string,
     outcome,
     plan,
     scenario_plan,
+    stored_inputs,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +76,27 @@ def test_a_key_sent_with_its_newline_would_be_replaced_on_every_second_up(base_r
     assert step.action is Action.REPLACE
     assert step.changed == ("publicKey",)
     assert step.delete_first  # and, at least, no uniqueness_error any more
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("0.0.0.0/0", "0.0.0.0/0"),
+        ("::/0", "::/0"),
+        ("2001:DB8:0:0::/48", "2001:db8::/48"),
+        ("2001:db8:0:1:1:1:1:1/128", "2001:db8:0:1:1:1:1:1/128"),  # one zero group: kept
+        ("198.51.100.7", "198.51.100.7/32"),
+        ("::ffff:198.51.100.0/120", "198.51.100.0/120"),  # why settings refuse mapped networks
+    ],
+)
+def test_firewall_sources_are_stored_as_go_prints_them(sent, stored):
+    assert go_ipnet_string(sent) == stored
+
+
+def test_every_setting_sends_firewall_sources_as_the_provider_stores_them():
+    run = run_program({**BASE, "sshAllowedIps": ["2001:DB8:FFFF::/48", "198.51.100.0/24"]})
+    firewall = run.one("hcloud:index/firewall:Firewall")
+    assert stored_inputs(firewall)["rules"] == firewall.inputs["rules"]
 
 
 def test_every_resource_type_the_program_registers_has_rules(zoned_run, unprotected_run):
