@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 from collections.abc import Callable, Mapping
@@ -61,16 +62,26 @@ class PreflightFacts:
 
 
 def _first_line(error: Exception) -> str:
+    """The provider's message without the SDK's "invoke of <token> failed: " prefix."""
     lines = str(error).strip().splitlines()
-    return lines[-1].strip() if lines else type(error).__name__
+    line = lines[-1].strip() if lines else type(error).__name__
+    return re.sub(r"^invoke of \S+ failed: ", "", line)
 
 
 def _lookup(call: Callable[[], T], key: str, value: str, expected: str) -> T:
-    """Run an invoke; a failure (not found, API error) becomes the one-line refusal for `key`."""
+    """Run an invoke; "not found" is the one-line refusal for `key`, any other error says so."""
     try:
         return call()
     except Exception as error:  # the invoke's own error type is a bare Exception
-        fail(key, value, f"{expected} (Hetzner: {_first_line(error)})")
+        line = _first_line(error)
+        # hcloudutil.NotFoundDiagnostic (v1.68.0 internal/util/hcloudutil/error_framework.go
+        # line 98): "Resource (<what>) was not found: ...".
+        if "was not found" in line:
+            fail(key, value, f"{expected} (Hetzner: {line})")
+        shown = json.dumps(value)
+        raise pulumi.RunError(
+            f"{NAMESPACE}:{key}: {shown} could not be checked with Hetzner: {line}"
+        ) from None
 
 
 def check_server_type(settings: Settings, running: str | None = None) -> ServerTypeFacts:

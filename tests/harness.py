@@ -38,6 +38,7 @@ engine does it.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import json
 import os
@@ -331,6 +332,7 @@ class Cloud:
     locations: tuple[str, ...] = EVERYWHERE
     zones: tuple[str, ...] = ("example.org", "corp.example.org", "other.org")
     servers: tuple[CloudServer, ...] = ()
+    api_error: str | None = None  # every lookup fails with this (a bad token, an outage)
 
     def with_server(
         self, server_type: str, *, stack: str = "test", name: str = "lists.example.org"
@@ -339,7 +341,7 @@ class Cloud:
         disk = self.server_types[server_type].disk
         labels = {"project": PROJECT, "stack": stack}
         server = CloudServer(name, server_type, disk, labels)
-        return Cloud(self.server_types, self.locations, self.zones, (*self.servers, server))
+        return dataclasses.replace(self, servers=(*self.servers, server))
 
 
 FIRST_DEPLOY = Cloud()
@@ -500,6 +502,8 @@ class MockCloud(pulumi.runtime.Mocks):
         if args.token == "hcloud:index/idna:idna":
             return {"result": str(args.args.get("domain", "")).encode("idna").decode()}, []
         lookup = self._lookups().get(args.token)
+        if lookup is not None and self.cloud.api_error is not None:
+            return {}, [("", self.cloud.api_error)]
         if lookup is not None:
             return lookup(dict(args.args))
         raise NotImplementedError(f"harness has no mock for invoke {args.token}")

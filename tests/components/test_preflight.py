@@ -114,6 +114,15 @@ def test_refusals_are_one_line_naming_the_key_before_any_resource(config, cloud,
     assert detail in message
 
 
+def test_an_api_error_is_not_reported_as_a_bad_value():
+    unauthorized = Cloud(api_error="unable to authenticate your API token (unauthorized)")
+    message = _refusal({}, cloud=unauthorized)
+    assert message == (
+        'mailman:location: "nbg1" could not be checked with Hetzner: '
+        "unable to authenticate your API token (unauthorized) ()"
+    )
+
+
 def test_the_same_refusals_hold_in_preview():
     message = _refusal({"serverType": "cx99"}, preview=True)
     assert message.startswith('mailman:serverType: "cx99"')
