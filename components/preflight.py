@@ -199,6 +199,23 @@ def check_resize(wanted: ServerTypeFacts, existing: ExistingServer | None) -> No
         )
 
 
+def check_volume_size(settings: Settings) -> None:
+    """Hetzner grows volumes, never shrinks them; refuse before the update fails half-way."""
+    volumes = _lookup(
+        lambda: hcloud.get_volumes(with_selector=label_selector(settings.labels)).volumes,
+        "volumeSize",
+        str(settings.volume_size),
+        "checkable against the stack's volume",
+    )
+    for volume in volumes:
+        if volume.name == f"{settings.resource_prefix}-data" and volume.size > settings.volume_size:
+            fail(
+                "volumeSize",
+                settings.volume_size,
+                f"at least the volume's {volume.size} GB (Hetzner volumes cannot shrink)",
+            )
+
+
 def check_agent_socket(environ: Mapping[str, str], *, preview: bool) -> None:
     """A set SSH_AUTH_SOCK must be a live agent: pulumi-command dials it for every command.
 
@@ -245,4 +262,5 @@ def run_preflight(settings: Settings) -> PreflightFacts:
     existing = existing_server(settings)
     wanted = check_server_type(settings, existing.server_type if existing else None)
     check_resize(wanted, existing)
+    check_volume_size(settings)
     return PreflightFacts(server_type=wanted, existing=existing)

@@ -325,6 +325,15 @@ class CloudServer:
 
 
 @dataclass(frozen=True)
+class CloudVolume:
+    """A volume that already exists in the Hetzner project."""
+
+    name: str
+    size: int
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Cloud:
     """What the Hetzner project holds, as the provider's data sources (invokes) report it."""
 
@@ -332,16 +341,26 @@ class Cloud:
     locations: tuple[str, ...] = EVERYWHERE
     zones: tuple[str, ...] = ("example.org", "corp.example.org", "other.org")
     servers: tuple[CloudServer, ...] = ()
+    volumes: tuple[CloudVolume, ...] = ()
     api_error: str | None = None  # every lookup fails with this (a bad token, an outage)
 
     def with_server(
-        self, server_type: str, *, stack: str = "test", name: str = "lists.example.org"
+        self,
+        server_type: str,
+        *,
+        stack: str = "test",
+        name: str = "lists.example.org",
+        volume_size: int = 10,
     ) -> Cloud:
-        """This cloud after a first deploy of `stack` on `server_type` (disk as created)."""
+        """This cloud after a first deploy of `stack` on `server_type` (disk as created), with
+        its data volume."""
         disk = self.server_types[server_type].disk
         labels = {"project": PROJECT, "stack": stack}
         server = CloudServer(name, server_type, disk, labels)
-        return dataclasses.replace(self, servers=(*self.servers, server))
+        volume = CloudVolume(f"{PROJECT}-{stack}-data", volume_size, labels)
+        return dataclasses.replace(
+            self, servers=(*self.servers, server), volumes=(*self.volumes, volume)
+        )
 
 
 FIRST_DEPLOY = Cloud()
@@ -423,7 +442,26 @@ class MockCloud(pulumi.runtime.Mocks):
             "hcloud:index/getLocation:getLocation": self._location,
             "hcloud:index/getZone:getZone": self._zone,
             "hcloud:index/getServers:getServers": self._servers,
+            "hcloud:index/getVolumes:getVolumes": self._volumes,
         }
+
+    def _volumes(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        selector = str(args.get("withSelector", ""))
+        volumes = [
+            {
+                "id": _stable_number(v.name),
+                "name": v.name,
+                "size": v.size,
+                "labels": dict(v.labels),
+                "linuxDevice": f"/dev/disk/by-id/scsi-0HC_Volume_{_stable_number(v.name)}",
+                "location": "nbg1",
+                "deleteProtection": True,
+                "serverId": 0,
+            }
+            for v in self.cloud.volumes
+            if _matches(v.labels, selector)
+        ]
+        return {"id": selector, "volumes": volumes, "withSelector": selector}, []
 
     def _server_type(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         name = str(args.get("name"))

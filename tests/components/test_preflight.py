@@ -96,6 +96,12 @@ def _refusal(config, *, cloud=FIRST_DEPLOY, preview=False, ssh_auth_sock=None):
             'mailman:serverType: "cx23" is not a type with at least the running server\'s 80 GB',
             "cx23 has 40 GB; Hetzner cannot shrink a disk",
         ),
+        (
+            {"volumeSize": 10},
+            FIRST_DEPLOY.with_server("cx23", volume_size=20),
+            "mailman:volumeSize: 10 is not at least the volume's 20 GB",
+            "Hetzner volumes cannot shrink",
+        ),
     ],
     ids=[
         "unknown-type",
@@ -106,6 +112,7 @@ def _refusal(config, *, cloud=FIRST_DEPLOY, preview=False, ssh_auth_sock=None):
         "missing-zone",
         "architecture-change",
         "smaller-disk",
+        "smaller-volume",
     ],
 )
 def test_refusals_are_one_line_naming_the_key_before_any_resource(config, cloud, start, detail):
@@ -134,6 +141,7 @@ def test_preflight_asks_the_providers_data_sources(base_run):
         "hcloud:index/getLocation:getLocation",
         "hcloud:index/getServerType:getServerType",
         "hcloud:index/getServers:getServers",
+        "hcloud:index/getVolumes:getVolumes",
     ):
         assert token in tokens
     servers = dict(base_run.invokes)["hcloud:index/getServers:getServers"]
