@@ -11,6 +11,7 @@ across the reboot.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from dataclasses import dataclass
 
 import pulumi
@@ -20,6 +21,7 @@ import pulumi_tls as tls
 
 from components import installer
 from components.installer import INSTALL_LOG
+from components.preflight import PreflightFacts
 from components.settings import INSTALL_IMAGE, Settings
 from components.ssh import (
     ACROSS_REBOOT,
@@ -114,6 +116,54 @@ def volume_release_script() -> str:
     )
 
 
+def resize_stop_script(old_type: str, new_type: str) -> str:
+    """Stops everything that writes, before Hetzner's resize cuts the power.
+
+    The provider powers the server off hard before ChangeType (terraform-provider-hcloud v1.68.0
+    internal/server/resource.go lines 587-599). Stopping the data volume's mount unit stops every
+    service on it first (their RequiresMountsFor, nixos/storage.nix: PostgreSQL, Mailman, Postfix,
+    ...), so their last writes reach the disk; the server boots with all of them again.
+    """
+    return "\n".join(
+        [
+            "set -u",
+            f'echo "resizing {old_type} -> {new_type}: stopping the services, then power-off"',
+            f"unit=$(systemd-escape --path --suffix=mount {VOLUME_MOUNT_POINT})",
+            'if ! systemctl stop "$unit"; then',
+            '  echo "warning: could not stop $unit; stopping the services one by one" >&2',
+            "  systemctl stop postfix.service 'mailman*.service' postgresql.service || true",
+            "fi",
+            "sync",
+        ]
+    )
+
+
+def volume_grow_script(linux_device: str = "<linux_device>") -> str:
+    """Grows the mounted ext4 file system to the volume's (new) size, online.
+
+    Hetzner grows the block device in place (the provider's Volume update calls Resize, v1.68.0
+    internal/volume/resource.go lines 288-301); the file system stays at its old size until
+    `resize2fs` runs. On a volume already at full size it changes nothing.
+    """
+    device = shlex.quote(linux_device)
+    return "\n".join(
+        [
+            "set -eu",
+            f"dev=$(readlink -f {device})",
+            f"mounted=$(findmnt --noheadings --output SOURCE --mountpoint {VOLUME_MOUNT_POINT})",
+            'if [ "$mounted" != "$dev" ]; then',
+            f'  echo "{VOLUME_MOUNT_POINT} is not mounted from $dev (found: $mounted)" >&2',
+            "  exit 1",
+            "fi",
+            # Make the kernel re-read the device size (a no-op when it already has).
+            'rescan="/sys/class/block/$(basename "$dev")/device/rescan"',
+            'if [ -w "$rescan" ]; then echo 1 >"$rescan"; fi',
+            'resize2fs "$dev"',
+            f"df -h {VOLUME_MOUNT_POINT}",
+        ]
+    )
+
+
 class Host(pulumi.ComponentResource):
     """The server and everything around it that the deploy chain connects to."""
 
@@ -129,17 +179,29 @@ class Host(pulumi.ComponentResource):
     deploy_public_key: pulumi.Output[str]
 
     def __init__(
-        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: Settings,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        facts: PreflightFacts | None = None,
     ) -> None:
         super().__init__("mailman:host:Host", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
         # Persistent things: protected from `pulumi destroy` and replacement when `protect` is on.
         persistent = pulumi.ResourceOptions(parent=self, protect=settings.protect)
+        # A replacement of a resource with a project-unique Hetzner name (SSH key, primary IP,
+        # volume, firewall) must delete the old one first: created first, the new one would be
+        # refused with `uniqueness_error` while the old one still holds the name.
+        unique_name = pulumi.ResourceOptions(parent=self, delete_before_replace=True)
+        persistent_unique = pulumi.ResourceOptions.merge(persistent, unique_name)
         prefix = settings.resource_prefix
         labels = settings.labels
 
-        # Keys live in the stack (encrypted state), never on disk.
-        deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=child)
+        # Keys live in the stack (encrypted state), never on disk. The deploy key is persistent
+        # too: a new one is a new `SshKey.public_key` (ForceNew) and so a new server, whose
+        # `ssh_keys` is ForceNew (docs/program.md, "What a change of each setting does").
+        deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=persistent)
         # Served from the first boot: by Debian (cloud-init), then by NixOS (nixos-infect keeps it).
         host_key = tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=persistent)
         self.deploy_public_key = deploy_key.public_key_openssh.apply(str.strip)
@@ -147,14 +209,19 @@ class Host(pulumi.ComponentResource):
         hetzner_deploy_key = hcloud.SshKey(
             f"{name}-deploy-key",
             name=f"{prefix}-deploy",
-            public_key=deploy_key.public_key_openssh,
+            # As Hetzner stores it: the API trims the key's trailing newline (changelog
+            # 2026-04-22), the provider writes the API's value to state
+            # (terraform-provider-hcloud v1.68.0 internal/sshkey/common.go line 28) and
+            # `public_key` is RequiresReplace (internal/sshkey/resource.go line 72): sent with
+            # tls's "\n", every later `pulumi up` would replace the key.
+            public_key=self.deploy_public_key,
             labels=labels,
-            opts=child,
+            opts=unique_name,
         )
 
         # Addresses are their own resources so a replaced server keeps them (and their PTRs).
-        ipv4 = self._primary_ip(name, "ipv4", settings, persistent)
-        ipv6 = self._primary_ip(name, "ipv6", settings, persistent)
+        ipv4 = self._primary_ip(name, "ipv4", settings, persistent_unique)
+        ipv6 = self._primary_ip(name, "ipv6", settings, persistent_unique)
         self.ipv4_address = ipv4.ip_address
         self.ipv6_address = ipv6.ip_network.apply(lambda n: host_ipv6_address(str(n)))
 
@@ -163,7 +230,7 @@ class Host(pulumi.ComponentResource):
             name=prefix,
             rules=[rule.args() for rule in firewall_rules(settings.ssh_allowed_ips)],
             labels=labels,
-            opts=child,
+            opts=unique_name,
         )
 
         self.volume = hcloud.Volume(
@@ -176,7 +243,7 @@ class Host(pulumi.ComponentResource):
             automount=False,
             delete_protection=settings.protect,
             labels=labels,
-            opts=persistent,
+            opts=persistent_unique,
         )
 
         # Constant for the life of the stack: only the host key, so no `ignore_changes` is needed
@@ -186,6 +253,7 @@ class Host(pulumi.ComponentResource):
         ).apply(lambda keys: installer.user_data(str(keys[0]), str(keys[1])))
         # Holds the SSH host private key.
         secret_user_data: pulumi.Output[str] = pulumi.Output.secret(user_data)
+        resize_stop = self._resize_stop(name, settings, facts, deploy_key, host_key)
         self.server = hcloud.Server(
             f"{name}-server",
             name=settings.hostname,
@@ -219,6 +287,7 @@ class Host(pulumi.ComponentResource):
                 # A replacement needs the old server gone first: it holds the primary IPs, the
                 # volume and the name (Hetzner allows each on one server only).
                 delete_before_replace=True,
+                depends_on=[resize_stop] if resize_stop is not None else [],
             ),
         )
 
@@ -306,6 +375,40 @@ class Host(pulumi.ComponentResource):
             }
         )
 
+    def _resize_stop(
+        self,
+        name: str,
+        settings: Settings,
+        facts: PreflightFacts | None,
+        deploy_key: tls.PrivateKey,
+        host_key: tls.PrivateKey,
+    ) -> command.remote.Command | None:
+        """Only in the `pulumi up` that changes the running server's type: stop services first."""
+        if facts is None or facts.existing is None or not facts.resizes:
+            return None
+        old_type, new_type = facts.existing.server_type, settings.server_type
+        stop = command.remote.Command(
+            f"{name}-resize-stop",
+            # The server is running: the ordinary budget (the host's connection is made after the
+            # server, which depends on this command).
+            connection=connect(
+                host=self.ipv4_address,
+                private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
+                host_key=host_key.public_key_openssh.apply(str.strip),
+                budget=RUNNING_HOST,
+            ),
+            create=resize_stop_script(old_type, new_type),
+            add_previous_output_in_env=False,
+            triggers=[new_type],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        pulumi.log.warn(
+            f"serverType {old_type} -> {new_type}: downtime. The services are stopped, Hetzner "
+            "powers the server off, resizes it and it boots again (a few minutes)",
+            resource=stop,
+        )
+        return stop
+
     def _primary_ip(
         self, name: str, family: str, settings: Settings, opts: pulumi.ResourceOptions
     ) -> hcloud.PrimaryIp:
@@ -314,7 +417,9 @@ class Host(pulumi.ComponentResource):
             name=f"{settings.resource_prefix}-{family}",
             type=family,
             location=settings.location,
-            assignee_type="server",
+            # No `assignee_type`: without `assignee_id` the provider warns "Unused Attribute" on
+            # every run (v1.68.0 internal/primaryip/resource.go lines 177-182); the server's
+            # `public_nets` assigns the address.
             # Survives the server: deleting or replacing the server must not release it.
             auto_delete=False,
             delete_protection=settings.protect,

@@ -306,9 +306,16 @@ def _cidr(key: str, value: object) -> str:
     if not isinstance(value, str) or "/" not in value:
         fail(key, value, expected)
     try:
-        return str(ipaddress.ip_network(value.strip(), strict=True))
+        network = ipaddress.ip_network(value.strip(), strict=True)
     except ValueError:
         fail(key, value, expected)
+    # The provider stores a firewall source as Go's net.IPNet.String()
+    # (terraform-provider-hcloud v1.68.0 internal/firewall/validation.go, normalizeIP), which
+    # equals this text except for IPv4-mapped IPv6 networks: Go prints those as IPv4 with an IPv6
+    # prefix length, a difference on every run. They mean IPv4 anyway.
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
+        fail(key, value, f"{expected}; write IPv4-mapped networks as IPv4")
+    return str(network)
 
 
 def _within_zone(name: str, zone: str) -> bool:

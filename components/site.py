@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
+import pulumi_command as command
 import pulumi_random as random
 import pulumi_tls as tls
 
 from components.deployment_document import deployment_document_text
 from components.dns import Dns
-from components.host import Host
+from components.host import Host, volume_grow_script
 from components.lists import NormalizedList
 from components.mailman import (
     DesiredState,
@@ -18,7 +19,13 @@ from components.mailman import (
     SocialApp,
     provider_display_name,
 )
-from components.nixos import NixosDeployment, SiteHealthCheck, host_secrets, read_nixos_tree
+from components.nixos import (
+    NixosDeployment,
+    SiteHealthCheck,
+    host_secrets,
+    read_nixos_tree,
+)
+from components.preflight import PreflightFacts
 from components.settings import Settings
 
 NIXOS_DIR = Path(__file__).resolve().parent.parent / "nixos"
@@ -41,9 +48,15 @@ class MailmanSite(pulumi.ComponentResource):
     deployment: NixosDeployment
     reconcile: MailmanReconcile
     health: SiteHealthCheck
+    volume_grow: pulumi.Resource
 
     def __init__(
-        self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: Settings,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        facts: PreflightFacts | None = None,
     ) -> None:
         super().__init__("mailman:site:MailmanSite", name, {}, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -68,7 +81,7 @@ class MailmanSite(pulumi.ComponentResource):
         self.rest_api_password = pulumi.Output.secret(rest_password.result)
 
         # Server, addresses, firewall, volume, rDNS; NixOS installed and answering.
-        self.host = Host(f"{name}-host", settings, opts=child)
+        self.host = Host(f"{name}-host", settings, opts=child, facts=facts)
 
         # Records in the Hetzner zone, or only computed for export when no zone is managed.
         self.dns = Dns(
@@ -104,6 +117,18 @@ class MailmanSite(pulumi.ComponentResource):
                 dkim_private_key_pem=self.dkim_private_key_pem,
             ),
             opts=child,
+        )
+        # A larger volumeSize: Hetzner grows the device, this grows ext4 on it, online. After
+        # the switch, which mounts the volume (nixos/storage.nix); a no-op at full size.
+        self.volume_grow = command.remote.Command(
+            f"{name}-volume-grow",
+            connection=self.host.connection,
+            create=self.host.volume.linux_device.apply(volume_grow_script),
+            add_previous_output_in_env=False,
+            triggers=[self.host.volume.size],
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[self.host.volume, self.deployment.ready]
+            ),
         )
         self.reconcile = MailmanReconcile(
             f"{name}-reconcile",

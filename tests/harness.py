@@ -19,6 +19,11 @@ Usage (the API other test areas build on; keep it stable):
     value, is_secret = run.resolve(site.host.connection.private_key)
     run.component_outputs[urn]           # what a component passed to register_outputs
 
+    run_program(config, cloud=FIRST_DEPLOY.with_server("cx23"))  # the stack already runs a cx23
+
+`cloud` is what the provider's data sources (invokes) report: server types, locations, zones and
+the servers already in the project (`Cloud`, `FIRST_DEPLOY` by default: no server yet).
+
 `config` keys without a namespace get `mailman:`; values that are not strings are JSON-encoded the
 way `pulumi config set --path`/structured config stores them (`true`, `["a"]`, `{...}`).
 `secrets` names the config keys stored as secrets (same spelling as in `config`).
@@ -33,12 +38,13 @@ engine does it.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import json
 import os
 import runpy
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,11 +236,178 @@ def _split_txt(record: str) -> str:
     return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
 
 
+EU = ("fsn1", "nbg1", "hel1")
+EVERYWHERE = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
+
+
+@dataclass(frozen=True)
+class ServerType:
+    """A Hetzner server type as `hcloud.get_server_type` describes it."""
+
+    name: str
+    architecture: str
+    cores: int
+    memory: int
+    disk: int
+    sold_in: tuple[str, ...]
+    deprecated_in: tuple[str, ...] = ()  # locations where it is deprecated
+
+    def invoke_result(self, type_id: int) -> dict[str, Any]:
+        """The data source's answer (terraform-provider-hcloud v1.68.0
+        internal/servertype/data_source.go lines 146-240), in the SDK's wire names."""
+        deprecated_everywhere = bool(self.deprecated_in) and set(self.deprecated_in) >= set(
+            self.sold_in
+        )
+        return {
+            "id": type_id,
+            "name": self.name,
+            "description": self.name.upper(),
+            "category": "shared" if self.name.startswith(("cx", "cpx", "cax")) else "dedicated",
+            "cores": self.cores,
+            "memory": self.memory,
+            "disk": self.disk,
+            "storageType": "local",
+            "cpuType": "shared" if not self.name.startswith("ccx") else "dedicated",
+            "architecture": self.architecture,
+            "includedTraffic": 0,
+            "isDeprecated": deprecated_everywhere,
+            "deprecationAnnounced": "2026-01-01T00:00:00Z" if deprecated_everywhere else "",
+            "unavailableAfter": "2026-04-01T00:00:00Z" if deprecated_everywhere else "",
+            "locations": [
+                {
+                    "id": EVERYWHERE.index(location) + 1,
+                    "name": location,
+                    "available": location in self.sold_in,
+                    "recommended": location in self.sold_in,
+                    "isDeprecated": location in self.deprecated_in,
+                    "deprecationAnnounced": (
+                        "2026-01-01T00:00:00Z" if location in self.deprecated_in else ""
+                    ),
+                    "unavailableAfter": (
+                        "2026-04-01T00:00:00Z" if location in self.deprecated_in else ""
+                    ),
+                }
+                for location in EVERYWHERE
+                if location in self.sold_in or location in self.deprecated_in
+            ],
+        }
+
+
+# Hetzner's catalogue as of 2026 (https://www.hetzner.com/cloud): cores, GB memory, GB disk.
+SERVER_TYPES = {
+    t.name: t
+    for t in (
+        ServerType("cx23", "x86", 2, 4, 40, EU),
+        ServerType("cx33", "x86", 4, 8, 80, EU),
+        ServerType("cx43", "x86", 8, 16, 160, EU),
+        ServerType("cx53", "x86", 16, 32, 320, EU),
+        ServerType("cpx22", "x86", 2, 4, 80, EVERYWHERE),
+        ServerType("cpx32", "x86", 4, 8, 160, EVERYWHERE),
+        ServerType("cax11", "arm", 2, 4, 40, EU),
+        ServerType("cax21", "arm", 4, 8, 80, EU),
+        ServerType("ccx13", "x86", 2, 8, 80, EVERYWHERE),
+        # Deprecated (still orderable until its date), and sold nowhere any more.
+        ServerType("cx22", "x86", 2, 4, 40, EU, deprecated_in=EU),
+        ServerType("cx11", "x86", 1, 2, 20, ()),
+    )
+}
+
+
+@dataclass(frozen=True)
+class CloudServer:
+    """A server that already exists in the Hetzner project (a stack's earlier `pulumi up`)."""
+
+    name: str
+    server_type: str
+    primary_disk_size: int
+    labels: Mapping[str, str]
+    location: str = "nbg1"
+
+
+@dataclass(frozen=True)
+class CloudVolume:
+    """A volume that already exists in the Hetzner project."""
+
+    name: str
+    size: int
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """What the Hetzner project holds, as the provider's data sources (invokes) report it."""
+
+    server_types: Mapping[str, ServerType] = field(default_factory=lambda: dict(SERVER_TYPES))
+    locations: tuple[str, ...] = EVERYWHERE
+    zones: tuple[str, ...] = ("example.org", "corp.example.org", "other.org")
+    servers: tuple[CloudServer, ...] = ()
+    volumes: tuple[CloudVolume, ...] = ()
+    api_error: str | None = None  # every lookup fails with this (a bad token, an outage)
+
+    def with_server(
+        self,
+        server_type: str,
+        *,
+        stack: str = "test",
+        name: str = "lists.example.org",
+        volume_size: int = 10,
+    ) -> Cloud:
+        """This cloud after a first deploy of `stack` on `server_type` (disk as created), with
+        its data volume."""
+        disk = self.server_types[server_type].disk
+        labels = {"project": PROJECT, "stack": stack}
+        server = CloudServer(name, server_type, disk, labels)
+        volume = CloudVolume(f"{PROJECT}-{stack}-data", volume_size, labels)
+        return dataclasses.replace(
+            self, servers=(*self.servers, server), volumes=(*self.volumes, volume)
+        )
+
+
+FIRST_DEPLOY = Cloud()
+
+
+def _not_found(what: str, key: str, value: object) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    # hcloudutil.NotFoundDiagnostic (v1.68.0 internal/util/hcloudutil/error_framework.go line 98).
+    return {}, [(key, f'Resource ({what}) was not found: {key}="{value}"')]
+
+
+def _server_result(server: CloudServer, server_id: int) -> dict[str, Any]:
+    """One `hcloud.get_servers` entry (GetServersServerResult, wire names)."""
+    return {
+        "id": server_id,
+        "name": server.name,
+        "serverType": server.server_type,
+        "primaryDiskSize": server.primary_disk_size,
+        "labels": dict(server.labels),
+        "location": server.location,
+        "datacenter": "",
+        "image": "debian-12",
+        "status": "running",
+        "backups": True,
+        "backupWindow": "22-02",
+        "deleteProtection": True,
+        "rebuildProtection": True,
+        "firewallIds": [],
+        "ipv4Address": MOCK_IPV4,
+        "ipv6Address": MOCK_IPV6_PREFIX + "1",
+        "ipv6Network": MOCK_IPV6_NETWORK,
+        "iso": "",
+        "placementGroupId": 0,
+        "rescue": "",
+    }
+
+
+def _matches(labels: Mapping[str, str], selector: str) -> bool:
+    wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
 class MockCloud(pulumi.runtime.Mocks):
     """Plausible provider answers: deterministic ids and outputs derived from names and inputs."""
 
-    def __init__(self, run: ProgramRun) -> None:
+    def __init__(self, run: ProgramRun, cloud: Cloud = FIRST_DEPLOY) -> None:
         self.run = run
+        self.cloud = cloud
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
@@ -263,6 +436,82 @@ class MockCloud(pulumi.runtime.Mocks):
             state.setdefault("stderr", "")
         return resource_id, state
 
+    def _lookups(self) -> dict[str, Callable[[dict[str, Any]], tuple[dict[str, Any], Any]]]:
+        return {
+            "hcloud:index/getServerType:getServerType": self._server_type,
+            "hcloud:index/getLocation:getLocation": self._location,
+            "hcloud:index/getZone:getZone": self._zone,
+            "hcloud:index/getServers:getServers": self._servers,
+            "hcloud:index/getVolumes:getVolumes": self._volumes,
+        }
+
+    def _volumes(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        selector = str(args.get("withSelector", ""))
+        volumes = [
+            {
+                "id": _stable_number(v.name),
+                "name": v.name,
+                "size": v.size,
+                "labels": dict(v.labels),
+                "linuxDevice": f"/dev/disk/by-id/scsi-0HC_Volume_{_stable_number(v.name)}",
+                "location": "nbg1",
+                "deleteProtection": True,
+                "serverId": 0,
+            }
+            for v in self.cloud.volumes
+            if _matches(v.labels, selector)
+        ]
+        return {"id": selector, "volumes": volumes, "withSelector": selector}, []
+
+    def _server_type(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        name = str(args.get("name"))
+        found = self.cloud.server_types.get(name)
+        if found is None:
+            return _not_found("server type", "name", name)
+        return found.invoke_result(_stable_number(name, 3)), []
+
+    def _location(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        name = str(args.get("name"))
+        if name not in self.cloud.locations:
+            return _not_found("location", "name", name)
+        return {
+            "id": self.cloud.locations.index(name) + 1,
+            "name": name,
+            "description": name,
+            "city": name,
+            "country": "DE",
+            "latitude": 0.0,
+            "longitude": 0.0,
+            "networkZone": "eu-central",
+        }, []
+
+    def _zone(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        name = str(args.get("name"))
+        if name not in self.cloud.zones:
+            return _not_found("zone", "name", name)
+        return {
+            "id": _stable_number(name),
+            "name": name,
+            "mode": "primary",
+            "ttl": 3600,
+            "labels": {},
+            "deleteProtection": False,
+            "registrar": "other",
+            "primaryNameservers": [],
+            "authoritativeNameservers": {
+                "assigneds": ["hydrogen.ns.hetzner.com.", "oxygen.ns.hetzner.com."]
+            },
+        }, []
+
+    def _servers(self, args: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        selector = str(args.get("withSelector", ""))
+        servers = [
+            _server_result(s, _stable_number(s.name))
+            for s in self.cloud.servers
+            if _matches(s.labels, selector)
+        ]
+        return {"id": selector, "servers": servers, "withSelector": selector}, []
+
     @staticmethod
     def _key_material(name: str, algorithm: str) -> dict[str, str]:
         marker = f"MOCK-{algorithm}-{name}"
@@ -290,6 +539,11 @@ class MockCloud(pulumi.runtime.Mocks):
             return {"result": _split_txt(str(args.args.get("record", "")))}, []
         if args.token == "hcloud:index/idna:idna":
             return {"result": str(args.args.get("domain", "")).encode("idna").decode()}, []
+        lookup = self._lookups().get(args.token)
+        if lookup is not None and self.cloud.api_error is not None:
+            return {}, [("", self.cloud.api_error)]
+        if lookup is not None:
+            return lookup(dict(args.args))
         raise NotImplementedError(f"harness has no mock for invoke {args.token}")
 
 
@@ -371,10 +625,16 @@ async def _resolve_outputs(exports: Mapping[str, Any], run: ProgramRun) -> None:
 
 
 def _evaluate(
-    program: Path, config: Mapping[str, Any], secrets: Iterable[str], stack: str, preview: bool
+    program: Path,
+    config: Mapping[str, Any],
+    secrets: Iterable[str],
+    *,
+    stack: str,
+    preview: bool,
+    cloud: Cloud,
 ) -> ProgramRun:
     run = ProgramRun()
-    mocks = MockCloud(run)
+    mocks = MockCloud(run, cloud)
     pulumi.runtime.set_mocks(
         mocks, project=PROJECT, stack=stack, preview=preview, monitor=RecordingMonitor(mocks, run)
     )
@@ -405,9 +665,18 @@ def run_failing_program(
     stack: str = "test",
     preview: bool = False,
     program: Path = MAIN,
+    cloud: Cloud = FIRST_DEPLOY,
+    ssh_auth_sock: str | None = None,
 ) -> ProgramRun:
-    """Evaluate the program once; any exception is returned in `ProgramRun.error`, not raised."""
+    """Evaluate the program once; any exception is returned in `ProgramRun.error`, not raised.
+
+    `ssh_auth_sock`: SSH_AUTH_SOCK while the program runs (unset by default, whatever the
+    environment of the tests says: preflight refuses a stale agent socket).
+    """
     previous_cwd = Path.cwd()
+    previous_sock = os.environ.pop("SSH_AUTH_SOCK", None)
+    if ssh_auth_sock is not None:
+        os.environ["SSH_AUTH_SOCK"] = ssh_auth_sock
     # Pulumi runs a program with the project directory as working directory; relative paths in
     # config (e.g. `mailman:lists`) resolve against it.
     os.chdir(REPO)
@@ -416,9 +685,14 @@ def run_failing_program(
     try:
         # A fresh context per evaluation: the SDK keeps the root Stack and settings in contextvars.
         context = contextvars.Context()
-        return context.run(_evaluate, program, config, secrets, stack, preview)
+        return context.run(
+            _evaluate, program, config, secrets, stack=stack, preview=preview, cloud=cloud
+        )
     finally:
         os.chdir(previous_cwd)
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        if previous_sock is not None:
+            os.environ["SSH_AUTH_SOCK"] = previous_sock
 
 
 def run_program(
@@ -428,9 +702,19 @@ def run_program(
     stack: str = "test",
     preview: bool = False,
     program: Path = MAIN,
+    cloud: Cloud = FIRST_DEPLOY,
+    ssh_auth_sock: str | None = None,
 ) -> ProgramRun:
     """Evaluate the program once and return what it registered; raise if it failed."""
-    run = run_failing_program(config, secrets, stack=stack, preview=preview, program=program)
+    run = run_failing_program(
+        config,
+        secrets,
+        stack=stack,
+        preview=preview,
+        program=program,
+        cloud=cloud,
+        ssh_auth_sock=ssh_auth_sock,
+    )
     if run.error is not None:
         raise ProgramFailedError(f"program failed: {run.error!r}") from run.error
     return run

@@ -11,11 +11,18 @@ import pulumi_hcloud as hcloud
 import pytest
 import yaml
 
-from components.host import VOLUME_MOUNT_POINT, nixos_ready_script, volume_release_script
+from components.host import (
+    VOLUME_MOUNT_POINT,
+    nixos_ready_script,
+    resize_stop_script,
+    volume_grow_script,
+    volume_release_script,
+)
 from components.installer import INSTALL_LOG, install_script
 from components.ssh import ACROSS_REBOOT, FIRST_BOOT, HOST_MAY_BE_GONE, RUNNING_HOST
 from tests.components.conftest import BASE
 from tests.harness import (
+    FIRST_DEPLOY,
     MOCK_ED25519_PUBLIC,
     MOCK_IPV4,
     Secret,
@@ -67,8 +74,15 @@ def test_primary_ips_are_kept_when_the_server_goes(base_run):
     assert sorted(ip.inputs["type"] for ip in ips) == ["ipv4", "ipv6"]
     for ip in ips:
         assert ip.inputs["autoDelete"] is False
-        assert ip.inputs["assigneeType"] == "server"
         assert ip.inputs["location"] == "nbg1"
+
+
+def test_primary_ips_name_no_assignee_type_without_an_assignee(base_run):
+    """terraform-provider-hcloud v1.68.0 internal/primaryip/resource.go lines 177-182: an
+    `assignee_type` without `assignee_id` is an "Unused Attribute" warning on every run."""
+    for ip in base_run.of_type(PRIMARY_IP):
+        assert "assigneeType" not in ip.inputs
+        assert "assigneeId" not in ip.inputs
 
 
 def test_server_uses_both_primary_ips(base_run):
@@ -148,6 +162,20 @@ def test_server_ignores_no_input_so_a_replacement_gets_current_values(base_run):
     assert base_run.one(SERVER).ignore_changes == ()
 
 
+@pytest.mark.parametrize("type_", [PRIMARY_IP, VOLUME, FIREWALL, "hcloud:index/sshKey:SshKey"])
+def test_resources_with_unique_hetzner_names_are_deleted_before_replacement(base_run, type_):
+    """Created first, a replacement is refused (`uniqueness_error`): the old one holds the name."""
+    for resource in base_run.of_type(type_):
+        assert resource.delete_before_replace, resource.name
+
+
+def test_deploy_key_is_protected_like_the_host_keys(base_run, unprotected_run):
+    """A new deploy key is a new server (SshKey.public_key and Server.ssh_keys are ForceNew)."""
+    name = "mailman-host-deploy-key"
+    assert base_run.one("tls:index/privateKey:PrivateKey", name).protect
+    assert not unprotected_run.one("tls:index/privateKey:PrivateKey", name).protect
+
+
 def test_server_from_stock_image_type_and_location(base_run):
     server = base_run.one(SERVER)
     assert server.inputs["image"] == "debian-12"
@@ -164,7 +192,8 @@ def test_labels_name_project_and_stack(base_run):
 
 def test_only_the_deploy_key_is_a_hetzner_ssh_key(zoned_run):
     keys = zoned_run.of_type("hcloud:index/sshKey:SshKey")
-    assert [k.inputs["publicKey"] for k in keys] == [MOCK_ED25519_PUBLIC + "\n"]
+    # Without tls's trailing newline: Hetzner stores the key trimmed (see test_plan_model).
+    assert [k.inputs["publicKey"] for k in keys] == [MOCK_ED25519_PUBLIC]
     assert keys[0].inputs["name"] == "mailman-test-deploy"
 
 
@@ -363,3 +392,61 @@ def test_volume_release_gives_up_quickly_on_a_host_that_is_gone(base_run):
 
 def test_a_server_type_change_keeps_the_disk_so_it_can_be_undone(base_run):
     assert base_run.one(SERVER).inputs["keepDisk"] is True
+
+
+# Resize: the provider powers the server off hard, then ChangeType (internal/server/resource.go
+# lines 587-611 at terraform-provider-hcloud v1.68.0), so the services are stopped first.
+
+
+def test_a_server_type_change_stops_the_services_first(monkeypatch):
+    warnings = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *a, **k: warnings.append(message))
+    run = run_program({**BASE, "serverType": "cx33"}, cloud=FIRST_DEPLOY.with_server("cx23"))
+    stop = run.one(COMMAND, "mailman-host-resize-stop")
+    server = run.one(SERVER)
+    assert stop.urn in server.depends_on
+    assert stop.inputs["create"] == resize_stop_script("cx23", "cx33")
+    assert stop.inputs["triggers"] == ["cx33"]
+    assert stop.inputs["addPreviousOutputInEnv"] is False
+    assert stop.raw_inputs["connection"].value["dialErrorLimit"] == RUNNING_HOST.dial_error_limit
+    assert any("cx23 -> cx33: downtime" in w for w in warnings)
+
+
+@pytest.mark.parametrize("cloud", [FIRST_DEPLOY, FIRST_DEPLOY.with_server("cx23")])
+def test_no_stop_without_a_type_change(cloud):
+    run = run_program(BASE, cloud=cloud)
+    assert not [c for c in run.of_type(COMMAND) if c.name == "mailman-host-resize-stop"]
+
+
+def test_resize_stop_stops_the_volume_mount_and_its_services_then_syncs():
+    script = resize_stop_script("cx23", "cx33")
+    assert f"systemd-escape --path --suffix=mount {VOLUME_MOUNT_POINT}" in script
+    assert 'systemctl stop "$unit"' in script
+    assert script.splitlines()[-1] == "sync"
+    assert _shellcheck(script).returncode == 0
+
+
+# Grow: Hetzner grows the block device (internal/volume/resource.go lines 288-301), not ext4.
+
+
+def test_volume_grow_runs_resize2fs_on_the_mounted_volume_device():
+    script = volume_grow_script("/dev/disk/by-id/scsi-0HC_Volume_1")
+    assert "dev=$(readlink -f /dev/disk/by-id/scsi-0HC_Volume_1)" in script
+    assert f"--mountpoint {VOLUME_MOUNT_POINT}" in script
+    assert 'resize2fs "$dev"' in script
+    assert script.splitlines()[0] == "set -eu"
+    assert _shellcheck(script).returncode == 0
+
+
+def test_volume_grow_reruns_when_the_size_changes_after_the_switch(base_run):
+    grow = base_run.one(COMMAND, "mailman-volume-grow")
+    volume = base_run.one(VOLUME)
+    verify = base_run.one(COMMAND, "mailman-nixos-switch-verify")
+    assert grow.inputs["triggers"] == [10]
+    assert grow.inputs["create"] == volume_grow_script(volume.outputs["linuxDevice"])
+    assert grow.inputs["addPreviousOutputInEnv"] is False
+    # After the volume (its resize) and after the switch that mounts it.
+    assert volume.urn in grow.depends_on
+    assert verify.urn in grow.depends_on
+    bigger = run_program({**BASE, "volumeSize": 20})
+    assert bigger.one(COMMAND, "mailman-volume-grow").inputs["triggers"] == [20]

@@ -58,6 +58,7 @@ BAD_INPUTS = [
     ({"sshPublicKeys": ["-----BEGIN OPENSSH PRIVATE KEY-----"]}, (), "sshPublicKeys", "public key"),
     ({"sshAllowedIps": ["10.0.0.1/8"]}, (), "sshAllowedIps", "CIDR"),
     ({"sshAllowedIps": ["198.51.100.7"]}, (), "sshAllowedIps", "CIDR"),
+    ({"sshAllowedIps": ["::ffff:198.51.100.0/120"]}, (), "sshAllowedIps", "as IPv4"),
     ({"sshAllowedIps": []}, (), "sshAllowedIps", "non-empty list of CIDRs"),
     ({"acmeStaging": "yes"}, (), "acmeStaging", "boolean"),
     ({"protect": "0"}, (), "protect", "boolean"),
