@@ -3,7 +3,7 @@
 pulumi-command v1.2.1 retries EVERY failed dial -- refused, timed out, failed handshake (a host
 key mismatch included) and failed authentication alike -- until `dial_error_limit` dials have
 failed (provider/pkg/provider/remote/connection.go, `dialWithRetry`, lines ~150-187), backing
-off between dials up to ~5 s. So the limit is the only thing that decides how late an SSH problem
+off between dials up to 5 s. So the limit is the only thing that decides how late an SSH problem
 (firewall / `sshAllowedIps`, host key mismatch, wrong deploy key) surfaces. A dial that is
 refused or fails its handshake costs about that back-off; one whose packets are dropped costs the
 per-dial timeout on top.
@@ -19,7 +19,9 @@ import pulumi
 import pulumi_command as command
 
 PER_DIAL_TIMEOUT_SECONDS = 10
-# pulumi-command's back-off ceiling between dials (retry.Until, ~5 s), for the estimates below.
+# pulumi-command's back-off between dials: retry.Until's defaults, 100 ms growing 1.5x per dial up
+# to 5 s (pulumi/pulumi sdk/go/common/util/retry/until.go, DefaultDelay/DefaultBackoff/
+# DefaultMaxDelay), so after the first ten dials each failed dial waits 5 s.
 BACKOFF_CEILING_SECONDS = 5
 
 
