@@ -39,7 +39,7 @@ from tests.components.installer_sandbox.sandbox import (
     pinned_nixos_infect,
     run_in_sandbox,
 )
-from tests.nixos.nixos_support import nix_env, require_tool
+from tests.nixos.nixos_support import assert_parses, require_tool
 
 RELEASE = "nixos-26.05"
 FAKE_NIX_URL = "https://releases.nixos.org/nix/nix-test/install"
@@ -86,15 +86,7 @@ def test_the_tested_script_is_the_hosts_but_for_the_nix_installer():
 
 
 def _parses(path: Path) -> None:
-    nix_instantiate = require_tool("nix-instantiate")
-    result = subprocess.run(
-        [nix_instantiate, "--parse", str(path)],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_parses(require_tool("nix-instantiate"), path)
 
 
 def _installed(tmp_path: Path, upstream: bytes, layout: Layout, **kwargs: bool) -> SandboxResult:

@@ -37,6 +37,18 @@ def nix_env() -> dict[str, str]:
     return env
 
 
+def assert_parses(nix_instantiate: str, path: Path) -> None:
+    """`nix-instantiate --parse` accepts the file (the real Nix parser)."""
+    result = subprocess.run(
+        [nix_instantiate, "--parse", str(path)],
+        capture_output=True,
+        text=True,
+        env=nix_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 class EvalError(Exception):
     """nix-instantiate refused the expression; the message is Nix's error text."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from nix_options import parse
-from nixos_support import NIXOS, nix_env
+from nixos_support import NIXOS, assert_parses, nix_env
 
 NIX_FILES = sorted(NIXOS.rglob("*.nix"))
 
@@ -36,14 +36,7 @@ def test_the_configuration_has_its_modules() -> None:
 @pytest.mark.nix
 @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: str(p.relative_to(NIXOS)))
 def test_nix_parses_the_file(nix_instantiate: str, path: Path) -> None:
-    result = subprocess.run(
-        [nix_instantiate, "--parse", str(path)],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    assert_parses(nix_instantiate, path)
 
 
 @pytest.mark.nix
