@@ -37,6 +37,12 @@ WORLD = ("0.0.0.0/0", "::/0")
 # Where NixOS mounts the data volume (nixos/storage.nix, `volume`).
 VOLUME_MOUNT_POINT = "/srv/mailman-site"
 
+# Run by `command.local.Command` with no `dir`: pulumi-command v1.2.1 runs a local command in the
+# provider's working directory, the project directory (provider/pkg/provider/local/
+# commandOutputs.go lines 73-79), with the provider's environment plus `environment` appended
+# (lines 81-86; Go's os/exec uses the last value of a duplicated variable).
+POWER_ON_TOOL = "tools/hetzner_power_on.py"
+
 
 @dataclass(frozen=True)
 class FirewallRule:
@@ -116,13 +122,41 @@ def volume_release_script() -> str:
     )
 
 
+def power_on_command(server_id: str) -> str:
+    """The local command that powers the server on again after a resize."""
+    return f"python3 {POWER_ON_TOOL} {int(server_id)}"
+
+
+def hetzner_api_environment() -> pulumi.Output[dict[str, str]]:
+    """HCLOUD_TOKEN and HCLOUD_ENDPOINT as the hcloud provider is configured, as a secret.
+
+    The provider takes `hcloud:token` / `hcloud:endpoint` over the same-named environment
+    variables (terraform-provider-hcloud v1.68.0 hcloud/provider.go lines 37-55,
+    hcloud/plugin_provider.go lines 128-151); a
+    setting left unset is not passed, and the local command inherits the variable the provider
+    itself reads.
+    """
+    config = pulumi.Config("hcloud")
+    variables: dict[str, pulumi.Input[str]] = {}
+    token = config.get_secret("token")
+    if token is not None:
+        variables["HCLOUD_TOKEN"] = token
+    endpoint = config.get("endpoint")
+    if endpoint:
+        variables["HCLOUD_ENDPOINT"] = endpoint
+    if not variables:
+        return pulumi.Output.secret({})
+    return pulumi.Output.secret(pulumi.Output.all(**variables))
+
+
 def resize_stop_script(old_type: str, new_type: str) -> str:
     """Stops everything that writes, before Hetzner's resize cuts the power.
 
     The provider powers the server off hard before ChangeType (terraform-provider-hcloud v1.68.0
     internal/server/resource.go lines 587-599). Stopping the data volume's mount unit stops every
     service on it first (their RequiresMountsFor, nixos/storage.nix: PostgreSQL, Mailman, Postfix,
-    ...), so their last writes reach the disk; the server boots with all of them again.
+    ...), so their last writes reach the disk. The provider does not power the server on again
+    (`Host._resize_power_on` does), and it boots with all of them.
     """
     return "\n".join(
         [
@@ -172,6 +206,7 @@ class Host(pulumi.ComponentResource):
     ipv6_address: pulumi.Output[str]
     volume: hcloud.Volume
     connection: command.remote.ConnectionArgs
+    power_on: command.local.Command | None
     nixos_install: command.remote.Command
     nixos_ready: pulumi.Resource
     volume_release: command.remote.Command
@@ -291,6 +326,12 @@ class Host(pulumi.ComponentResource):
             ),
         )
 
+        # After a resize the server is off: on again before anything connects to it.
+        self.power_on = self._resize_power_on(name, settings, facts)
+        after_server: list[pulumi.Resource] = [self.server]
+        if self.power_on is not None:
+            after_server.append(self.power_on)
+
         attachment = hcloud.VolumeAttachment(
             f"{name}-data-attachment",
             server_id=self.server.id.apply(int),
@@ -325,14 +366,15 @@ class Host(pulumi.ComponentResource):
 
         # The installation, over SSH on the fresh Debian (which serves the pinned key from its
         # first boot). Its script is the CURRENT installer, so a replaced server gets it too; on
-        # NixOS it does nothing, so a changed installer never touches a live host.
+        # NixOS it does nothing, so a changed installer never touches a live host. Every later
+        # command on the host waits for it, and so for the power-on after a resize.
         self.nixos_install = command.remote.Command(
             f"{name}-nixos-install",
             connection=with_budget(self.connection, FIRST_BOOT),
             create=installer.install_script(settings.nixos_release),
             add_previous_output_in_env=False,
             triggers=[self.server.id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server, attachment]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*after_server, attachment]),
         )
         # "NixOS is up": crosses the install's reboot, so it alone gets the long dial budget.
         self.nixos_ready = command.remote.Command(
@@ -404,10 +446,34 @@ class Host(pulumi.ComponentResource):
         )
         pulumi.log.warn(
             f"serverType {old_type} -> {new_type}: downtime. The services are stopped, Hetzner "
-            "powers the server off, resizes it and it boots again (a few minutes)",
+            "powers the server off and resizes it, then resize-power-on powers it on again "
+            "(a few minutes)",
             resource=stop,
         )
         return stop
+
+    def _resize_power_on(
+        self, name: str, settings: Settings, facts: PreflightFacts | None
+    ) -> command.local.Command | None:
+        """Only in the `pulumi up` that resizes: power the server on again, from this machine.
+
+        terraform-provider-hcloud v1.68.0 powers the server off and calls ChangeType, and does
+        not power it on again (internal/server/resource.go lines 587-611; `powerOnServer`,
+        line 1455, runs only after a create and a public_net change); Hetzner leaves a resized
+        server off. tools/hetzner_power_on.py asks the API as the provider does, with the token
+        only in the command's (secret) environment, never in its text.
+        """
+        if facts is None or facts.existing is None or not facts.resizes:
+            return None
+        return command.local.Command(
+            f"{name}-resize-power-on",
+            create=self.server.id.apply(power_on_command),
+            environment=hetzner_api_environment(),
+            add_previous_output_in_env=False,
+            # A later resize is a new server type: the command runs again.
+            triggers=[self.server.id, settings.server_type],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.server]),
+        )
 
     def _primary_ip(
         self, name: str, family: str, settings: Settings, opts: pulumi.ResourceOptions

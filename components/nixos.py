@@ -383,8 +383,9 @@ class SiteHealthCheck(pulumi.ComponentResource):
         """Args:
         server_id: a new server is checked again.
         server_type: so is a resized one: Hetzner changes the type in place (same id), after the
-            provider powered the server off hard; nothing else re-runs, so this is what proves
-            the site came back (its dial retries wait for the boot).
+            provider powered the server off hard; the program powers it on again
+            (`Host.power_on`), and this is what proves the site came back (its dial retries wait
+            for the boot).
         """
         super().__init__("mailman:nixos:SiteHealthCheck", name, {}, opts)
         self.check = remote_command(

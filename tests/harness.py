@@ -431,7 +431,7 @@ class MockCloud(pulumi.runtime.Mocks):
             state.update(self._key_material(args.name, str(inputs.get("algorithm"))))
         elif typ == "random:index/randomPassword:RandomPassword":
             state["result"] = f"mock-password-{args.name}-{_stable_number(args.name)}"
-        elif typ == "command:remote:Command":
+        elif typ in ("command:remote:Command", "command:local:Command"):
             state.setdefault("stdout", "")
             state.setdefault("stderr", "")
         return resource_id, state

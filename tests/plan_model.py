@@ -119,6 +119,12 @@ RULES: dict[str, Rules] = {
         "replaceOnChanges); other inputs update, re-running create",
         "triggers",
     ),
+    "command:local:Command": _rules(
+        "pulumi-command v1.2.1 provider/pkg/provider/common/inputs.go line 10 (triggers "
+        "replaceOnChanges, embedded by local/command.go line 46); other inputs update, re-running "
+        "create (local/commandController.go lines 79-88)",
+        "triggers",
+    ),
 }
 
 
@@ -405,11 +411,13 @@ def describe(steps: Mapping[str, Step]) -> str:
 
 
 def host_steps(steps: Mapping[str, Step]) -> str:
-    """The commands that run on the host (file pushes counted, not named)."""
-    ran = [s for s in steps.values() if s.type == "command:remote:Command"]
+    """The commands that run on the host (file pushes counted, not named), and the local ones
+    that act on it (marked "local")."""
+    kinds = {"command:remote:Command": "", "command:local:Command": " (local)"}
+    ran = [s for s in steps.values() if s.type in kinds]
     ran = [s for s in ran if s.action in (Action.UPDATE, Action.REPLACE, Action.CREATE)]
     pushes = [s for s in ran if "-file-" in s.name or "-secret-" in s.name]
-    named = sorted(_short(s.name) for s in ran if s not in pushes)
+    named = sorted(_short(s.name) + kinds[s.type] for s in ran if s not in pushes)
     if pushes:
         named.insert(0, f"{len(pushes)} file push{'es' if len(pushes) > 1 else ''}")
     return ", ".join(named) or "none"

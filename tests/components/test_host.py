@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 from components.host import (
+    POWER_ON_TOOL,
     VOLUME_MOUNT_POINT,
     nixos_ready_script,
+    power_on_command,
     resize_stop_script,
     volume_grow_script,
     volume_release_script,
@@ -410,12 +412,104 @@ def test_a_server_type_change_stops_the_services_first(monkeypatch):
     assert stop.inputs["addPreviousOutputInEnv"] is False
     assert stop.raw_inputs["connection"].value["dialErrorLimit"] == RUNNING_HOST.dial_error_limit
     assert any("cx23 -> cx33: downtime" in w for w in warnings)
+    assert any("powers it on again" in w for w in warnings)
 
 
 @pytest.mark.parametrize("cloud", [FIRST_DEPLOY, FIRST_DEPLOY.with_server("cx23")])
 def test_no_stop_without_a_type_change(cloud):
     run = run_program(BASE, cloud=cloud)
     assert not [c for c in run.of_type(COMMAND) if c.name == "mailman-host-resize-stop"]
+
+
+# Power-on: the provider leaves the resized server off (it calls powerOnServer only after a create
+# and a public_net change, internal/server/resource.go line 1455), so the program powers it on.
+
+LOCAL = "command:local:Command"
+POWER_ON = "mailman-host-resize-power-on"
+TOKEN = "h" * 64
+RESIZE = {**BASE, "serverType": "cx33"}
+
+
+def _resize_run(extra=None, secrets=()):
+    config = {**RESIZE, **(extra or {})}
+    return run_program(config, secrets, cloud=FIRST_DEPLOY.with_server("cx23"))
+
+
+def _depends_on_transitively(run, resource, target):
+    seen, todo = set(), list(resource.depends_on)
+    while todo:
+        urn = todo.pop()
+        if urn == target.urn:
+            return True
+        if urn not in seen:
+            seen.add(urn)
+            known = [r for r in run.resources if r.urn == urn]
+            todo.extend(known[0].depends_on if known else [])
+    return False
+
+
+def test_a_resize_powers_the_server_on_again_after_the_update():
+    run = _resize_run()
+    power_on = run.one(LOCAL, POWER_ON)
+    server = run.one(SERVER)
+    assert server.urn in power_on.depends_on
+    assert power_on.inputs["create"] == f"python3 {POWER_ON_TOOL} {int(server.id)}"
+    assert power_on.inputs["create"] == power_on_command(server.id)
+    assert power_on.inputs["triggers"] == [server.id, "cx33"]
+    assert power_on.inputs["addPreviousOutputInEnv"] is False
+    assert "dir" not in power_on.inputs  # the project directory: tools/ is found from there
+
+
+def test_the_power_on_tool_is_in_the_project_directory():
+    assert (Path(__file__).resolve().parents[2] / POWER_ON_TOOL).is_file()
+
+
+def test_everything_that_connects_to_the_host_waits_for_the_power_on():
+    run = _resize_run()
+    power_on = run.one(LOCAL, POWER_ON)
+    health = run.one(COMMAND, "mailman-health-check")
+    assert power_on.urn in health.depends_on
+    others = [c for c in run.of_type(COMMAND) if c.name != "mailman-host-resize-stop"]
+    assert len(others) > 5
+    late = [c.name for c in others if not _depends_on_transitively(run, c, power_on)]
+    assert late == []
+    # ... and it waits for the resize, which waits for the services to stop: no cycle.
+    stop = run.one(COMMAND, "mailman-host-resize-stop")
+    assert not _depends_on_transitively(run, stop, power_on)
+
+
+@pytest.mark.parametrize("cloud", [FIRST_DEPLOY, FIRST_DEPLOY.with_server("cx23")])
+def test_no_power_on_without_a_type_change(cloud):
+    run = run_program(BASE, cloud=cloud)
+    assert run.of_type(LOCAL) == []
+
+
+def test_the_power_on_gets_the_token_only_in_its_secret_environment():
+    run = _resize_run(
+        {"hcloud:token": TOKEN, "hcloud:endpoint": "https://api.example/v1"}, {"hcloud:token"}
+    )
+    power_on = run.one(LOCAL, POWER_ON)
+    assert power_on.is_secret("environment")
+    assert power_on.inputs["environment"] == {
+        "HCLOUD_TOKEN": TOKEN,
+        "HCLOUD_ENDPOINT": "https://api.example/v1",
+    }
+    for resource in run.resources:
+        assert not [s for s in plain_strings(resource.raw_inputs) if TOKEN in s], resource.name
+    assert TOKEN not in power_on.inputs["create"]
+
+
+def test_the_power_on_environment_is_secret_with_only_an_endpoint_too():
+    run = _resize_run({"hcloud:endpoint": "https://api.example/v1"})
+    power_on = run.one(LOCAL, POWER_ON)
+    assert power_on.is_secret("environment")
+    assert power_on.inputs["environment"] == {"HCLOUD_ENDPOINT": "https://api.example/v1"}
+
+
+def test_without_hcloud_token_the_command_inherits_the_providers_environment():
+    power_on = _resize_run().one(LOCAL, POWER_ON)
+    assert power_on.is_secret("environment")
+    assert power_on.inputs["environment"] == {}
 
 
 def test_resize_stop_stops_the_volume_mount_and_its_services_then_syncs():

@@ -152,6 +152,8 @@ def test_server_type_resizes_the_same_server_after_stopping_its_services():
     assert acted[SERVER].action is Action.UPDATE
     assert acted[SERVER].changed == ("serverType",)
     assert acted["mailman-host-resize-stop"].action is Action.CREATE
+    # The provider leaves the resized server off; the program powers it on again.
+    assert acted["mailman-host-resize-power-on"].action is Action.CREATE
     # The health check re-runs (its trigger is the server type); nothing at Hetzner is replaced.
     assert [n for n, s in acted.items() if s.action is Action.REPLACE] == ["mailman-health-check"]
 
