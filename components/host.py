@@ -455,7 +455,8 @@ class Host(pulumi.ComponentResource):
     def _resize_power_on(
         self, name: str, settings: Settings, facts: PreflightFacts | None
     ) -> command.local.Command | None:
-        """Only in the `pulumi up` that resizes: power the server on again, from this machine.
+        """Power the server on again, from this machine: in the `pulumi up` that resizes, and in
+        any later one that finds the server off (that update failed before the power-on ran).
 
         terraform-provider-hcloud v1.68.0 powers the server off and calls ChangeType, and does
         not power it on again (internal/server/resource.go lines 587-611; `powerOnServer`,
@@ -463,8 +464,14 @@ class Host(pulumi.ComponentResource):
         server off. tools/hetzner_power_on.py asks the API as the provider does, with the token
         only in the command's (secret) environment, never in its text.
         """
-        if facts is None or facts.existing is None or not facts.resizes:
+        if facts is None or not facts.powers_on:
             return None
+        if not facts.resizes:
+            pulumi.log.warn(
+                "the server is powered off (an earlier resize stopped before powering it on?): "
+                "powering it on",
+                resource=self.server,
+            )
         return command.local.Command(
             f"{name}-resize-power-on",
             create=self.server.id.apply(power_on_command),

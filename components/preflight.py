@@ -46,6 +46,7 @@ class ExistingServer:
     server_type: str
     architecture: str
     disk_gb: int  # the disk it has now: with keep_disk a resize never grows it
+    powered_off: bool  # e.g. an earlier `pulumi up` resized it and stopped before powering on
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class PreflightFacts:
     def resizes(self) -> bool:
         """Whether this `pulumi up` changes the running server's type (in place, with downtime)."""
         return self.existing is not None and self.existing.server_type != self.server_type.name
+
+    @property
+    def powers_on(self) -> bool:
+        """Whether this `pulumi up` must power the server on: after the resize it makes, or
+        because an earlier one resized it and failed before its power-on ran."""
+        return self.resizes or (self.existing is not None and self.existing.powered_off)
 
 
 def _first_line(error: Exception) -> str:
@@ -170,6 +177,7 @@ def existing_server(settings: Settings) -> ExistingServer | None:
         server_type=server.server_type,
         architecture=facts.architecture,
         disk_gb=server.primary_disk_size,
+        powered_off=server.status == "off",
     )
 
 

@@ -322,6 +322,7 @@ class CloudServer:
     primary_disk_size: int
     labels: Mapping[str, str]
     location: str = "nbg1"
+    status: str = "running"  # "off" after a resize whose power-on never ran
 
 
 @dataclass(frozen=True)
@@ -351,12 +352,13 @@ class Cloud:
         stack: str = "test",
         name: str = "lists.example.org",
         volume_size: int = 10,
+        status: str = "running",
     ) -> Cloud:
         """This cloud after a first deploy of `stack` on `server_type` (disk as created), with
         its data volume."""
         disk = self.server_types[server_type].disk
         labels = {"project": PROJECT, "stack": stack}
-        server = CloudServer(name, server_type, disk, labels)
+        server = CloudServer(name, server_type, disk, labels, status=status)
         volume = CloudVolume(f"{PROJECT}-{stack}-data", volume_size, labels)
         return dataclasses.replace(
             self, servers=(*self.servers, server), volumes=(*self.volumes, volume)
@@ -382,7 +384,7 @@ def _server_result(server: CloudServer, server_id: int) -> dict[str, Any]:
         "location": server.location,
         "datacenter": "",
         "image": "debian-12",
-        "status": "running",
+        "status": server.status,
         "backups": True,
         "backupWindow": "22-02",
         "deleteProtection": True,

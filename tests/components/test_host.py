@@ -484,6 +484,17 @@ def test_no_power_on_without_a_type_change(cloud):
     assert run.of_type(LOCAL) == []
 
 
+def test_a_server_left_off_by_an_earlier_failed_resize_is_powered_on_by_the_next_up():
+    """The update that resized it failed before its power-on ran: the next `pulumi up` sees no
+    type change, but preflight sees the server off (hcloud.get_servers `status`)."""
+    run = run_program(BASE, cloud=FIRST_DEPLOY.with_server("cx23", status="off"))
+    power_on = run.one(LOCAL, POWER_ON)
+    assert run.one(SERVER).urn in power_on.depends_on
+    assert all(
+        c.name != "mailman-host-resize-stop" for c in run.of_type(COMMAND)
+    )
+
+
 def test_the_power_on_gets_the_token_only_in_its_secret_environment():
     run = _resize_run(
         {"hcloud:token": TOKEN, "hcloud:endpoint": "https://api.example/v1"}, {"hcloud:token"}
