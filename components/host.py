@@ -428,6 +428,10 @@ class Host(pulumi.ComponentResource):
         """Only in the `pulumi up` that changes the running server's type: stop services first."""
         if facts is None or facts.existing is None or not facts.resizes:
             return None
+        if facts.existing.powered_off:
+            # Nothing runs to stop (an earlier resize failed and left it off), and dialing a
+            # host that is off would hold the resize back until the budget ran out.
+            return None
         old_type, new_type = facts.existing.server_type, settings.server_type
         stop = command.remote.Command(
             f"{name}-resize-stop",

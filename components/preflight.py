@@ -43,6 +43,7 @@ class ExistingServer:
     """The server this stack already runs, as Hetzner reports it (`hcloud.get_servers`)."""
 
     name: str
+    location: str
     server_type: str
     architecture: str
     disk_gb: int  # the disk it has now: with keep_disk a resize never grows it
@@ -174,6 +175,7 @@ def existing_server(settings: Settings) -> ExistingServer | None:
     )
     return ExistingServer(
         name=server.name,
+        location=server.location,
         server_type=server.server_type,
         architecture=facts.architecture,
         disk_gb=server.primary_disk_size,
@@ -268,7 +270,14 @@ def run_preflight(settings: Settings) -> PreflightFacts:
     check_location(settings)
     check_zone(settings)
     existing = existing_server(settings)
-    wanted = check_server_type(settings, existing.server_type if existing else None)
-    check_resize(wanted, existing)
-    check_volume_size(settings)
+    if existing is not None and existing.location != settings.location:
+        # A location change replaces the server, its IPs and the volume (docs/program.md, "What
+        # a change of each setting does"): check the type as for a new server, and nothing
+        # against the old server or volume, which will be deleted first.
+        existing = None
+        wanted = check_server_type(settings)
+    else:
+        wanted = check_server_type(settings, existing.server_type if existing else None)
+        check_resize(wanted, existing)
+        check_volume_size(settings)
     return PreflightFacts(server_type=wanted, existing=existing)

@@ -221,3 +221,35 @@ def test_a_stale_agent_socket_only_warns_in_preview(short_dir, monkeypatch):
     run = run_program(BASE, preview=True, ssh_auth_sock=str(short_dir / "gone.sock"))
     assert run.of_type(SERVER)
     assert any(w.startswith("SSH_AUTH_SOCK: ") for w in warnings)
+
+
+def test_a_location_change_is_checked_as_a_new_server_not_as_a_resize():
+    """A move replaces server, IPs and volume (deleted first): neither the old server's
+    architecture and disk nor the old volume's size constrain the new ones."""
+    config = {**BASE, "protect": "false", "location": "fsn1", "serverType": "cax11"}
+    run = run_program(config, cloud=FIRST_DEPLOY.with_server("cx33", volume_size=40))
+    assert run.one(SERVER).inputs["location"] == "fsn1"
+    assert run.one(SERVER).inputs["serverType"] == "cax11"
+    names = {c.name for c in run.resources}
+    assert "mailman-host-resize-stop" not in names
+    assert "mailman-host-resize-power-on" not in names
+
+
+def test_a_location_change_still_refuses_a_type_not_sold_there():
+    failed = run_failing_program(
+        {**BASE, "protect": "false", "location": "ash", "serverType": "cx23"}, cloud=ON_CX23
+    )
+    assert failed.error is not None
+    assert str(failed.error).startswith('mailman:serverType: "cx23" is not sold in ash')
+    assert failed.resources == []
+
+
+def test_a_resize_of_a_server_left_off_stops_nothing_and_powers_it_on():
+    """An earlier resize failed at ChangeType and left the server off: dialing it to stop
+    services would hold the new resize back until the dial budget ran out."""
+    run = run_program(
+        {**BASE, "serverType": "cx33"}, cloud=FIRST_DEPLOY.with_server("cx23", status="off")
+    )
+    names = {c.name for c in run.resources}
+    assert "mailman-host-resize-stop" not in names
+    assert "mailman-host-resize-power-on" in names
