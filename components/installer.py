@@ -113,7 +113,9 @@ def _prepare(nixos_release: str, nix_installer: Download) -> list[str]:
         # `patch` is "optional" in Debian, so maybe not on the image; nixos-infect installs its
         # own missing tools with apt-get the same way (checkEnv). The checksum after it makes the
         # tool irrelevant: the host runs exactly the file we tested.
-        "command -v patch >/dev/null || { apt-get update -q && apt-get install -y -q patch; }",
+        # cloud-init may still hold the dpkg lock right after sshd came up: wait for the lock.
+        "command -v patch >/dev/null || { apt-get update -q"
+        " && apt-get -o DPkg::Lock::Timeout=300 install -y -q patch; }",
         *_heredoc("nixos-infect.patch", PATCH_FILE.read_text(encoding="utf-8"), "END_OF_PATCH"),
         "patch --quiet --output=nixos-infect nixos-infect.upstream nixos-infect.patch",
         f"verify {PATCHED_SHA256} nixos-infect 'nixos-infect with our patch'",
@@ -188,6 +190,11 @@ def _functions(reboot_delay_seconds: int) -> list[str]:
         "fail() {",
         f'  echo "$1; the last {TAIL_LINES} lines of {INSTALL_LOG}:" >&2',
         f"  tail -n {TAIL_LINES} {INSTALL_LOG} >&2 || true",
+        # nixos-infect moved Debian's boot files aside: this Debian may not boot again.
+        "  if [ -e /boot.bak ] || [ -e /boot/efi.bak ]; then",
+        '    echo "Debian\'s boot files were moved aside (/boot.bak): do not reboot this server;'
+        ' fix the cause and run pulumi up again, or replace the server" >&2',
+        "  fi",
         "  exit 1",
         "}",
     ]
@@ -251,6 +258,8 @@ def install_script(
             f"if systemctl is-active --quiet {INSTALL_UNIT}; then",
             '  echo "nixos-infect is already running; waiting for it"',
             "else",
+            # sshd answers before cloud-init's last stages finish (apt, runcmd): let them end.
+            "  cloud-init status --wait >/dev/null 2>&1 || true",
             # Not indented: the here-documents must stay byte for byte.
             *_prepare(nixos_release, nix_installer),
             f'  echo "=== nixos-install: nixos-infect {NIXOS_INFECT_COMMIT} (patched), '

@@ -198,8 +198,8 @@ def test_arm_gets_no_x86_only_initrd_module(efi_arm, efi_x86):
 
 
 def test_missing_patch_tool_is_installed_with_apt_get(efi_arm, bios):
-    assert "apt-get install -y -q patch" in efi_arm.calls
-    assert not bios.called("apt-get install -y -q patch")
+    assert "apt-get -o DPkg::Lock::Timeout=300 install -y -q patch" in efi_arm.calls
+    assert not bios.called("apt-get -o DPkg::Lock::Timeout=300 install -y -q patch")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

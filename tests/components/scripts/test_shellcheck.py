@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from components.host import (
+    nixos_ready_script,
+    resize_stop_script,
+    volume_grow_script,
+    volume_release_script,
+)
+from components.installer import install_script
 from components.nixos import final_health_command, write_file_command
 
 SCRIPTS = sorted((Path(__file__).resolve().parents[3] / "components" / "scripts").glob("*.sh"))
@@ -52,10 +59,16 @@ def test_script_passes_shellcheck(shellcheck, script):
             restart_units=("mailman.service", "mailman-uwsgi.service"),
         ),
         final_health_command(),
+        install_script("nixos-26.05"),
+        nixos_ready_script("203.0.113.10"),
+        resize_stop_script("cx23", "cx33"),
+        volume_grow_script("/dev/disk/by-id/scsi-0HC_Volume_1"),
+        volume_release_script(),
     ],
-    ids=["file", "secret", "final-health"],
+    ids=["file", "secret", "final-health", "install", "ready", "resize-stop", "grow", "release"],
 )
 def test_generated_commands_pass_shellcheck(shellcheck, tmp_path, generated):
     path = tmp_path / "command.sh"
-    path.write_text("#!/bin/sh\n" + generated)
+    # root's login shell runs them, bash on Debian 12 and on NixOS.
+    path.write_text("#!/bin/bash\n" + generated)
     check(shellcheck, path)
