@@ -77,8 +77,28 @@ done
 command -v pulumi >/dev/null ||
   die "pulumi not found: install the Pulumi CLI (https://www.pulumi.com/docs/install/)"
 
-# The operator's SSH key for root: given, the usual one, or a new one made here.
-if [ "${#ssh_keys[@]}" -eq 0 ]; then
+# The settings check below runs the program's own code, so it needs the program's requirements:
+# in the .venv that `pulumi install` uses later (Pulumi.yaml: virtualenv .venv, toolchain pip).
+python=.venv/bin/python
+if ! "$python" -c 'import pulumi, yaml' >/dev/null 2>&1; then
+  command -v python3 >/dev/null || die "python3 not found: install Python 3.11 or newer"
+  echo "Installing the program's Python requirements into .venv (once)."
+  python3 -m venv .venv || die "python3 -m venv failed (Debian/Ubuntu: apt install python3-venv)"
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt ||
+    die "pip install -r requirements.txt failed"
+fi
+
+# The operator's SSH keys for root: the given ones; else whatever the stack already has (a
+# re-run must not drop a colleague's key); else the usual key, or a new one made here.
+stack_has_keys() {
+  "$python" -c 'import sys, yaml
+config = (yaml.safe_load(open(sys.argv[1])) or {}).get("config") or {}
+sys.exit(0 if config.get("mailman:sshPublicKeys") else 1)' "Pulumi.$stack.yaml" 2>/dev/null
+}
+write_keys=1
+if [ "${#ssh_keys[@]}" -eq 0 ] && stack_has_keys; then
+  write_keys=""
+elif [ "${#ssh_keys[@]}" -eq 0 ]; then
   if [ -f "$HOME/.ssh/id_ed25519.pub" ]; then
     ssh_keys=("$HOME/.ssh/id_ed25519.pub")
   else
@@ -100,8 +120,7 @@ for file in "${ssh_keys[@]}"; do
   key_lines+=("$(head -n 1 "$file")")
 done
 
-# Every value is checked with the program's own rules before any stack exists. Python with
-# the program's requirements: .venv once `pulumi install` made it, else this python3.
+# Every value is checked with the program's own rules before any stack exists.
 check_args=(--stack-file "Pulumi.$stack.yaml" --set hostname "$hostname"
   --set adminEmail "$admin_email")
 if [ -n "$dns_zone" ]; then
@@ -112,9 +131,9 @@ fi
 if [ "${#mail_domains[@]}" -gt 0 ]; then
   check_args+=(--set-json mailDomains "$(json_list "${mail_domains[@]}")")
 fi
-check_args+=(--set-json sshPublicKeys "$(json_list "${key_lines[@]}")")
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
+if [ -n "$write_keys" ]; then
+  check_args+=(--set-json sshPublicKeys "$(json_list "${key_lines[@]}")")
+fi
 message=$("$python" tools/check_settings.py "${check_args[@]}" 2>&1) || die "$message"
 
 # State backend: PULUMI_BACKEND_URL or an earlier `pulumi login` wins; otherwise the
@@ -165,11 +184,13 @@ config_list() {
 if [ "${#mail_domains[@]}" -gt 0 ]; then
   config_list mailDomains "${mail_domains[@]}"
 fi
-config_list sshPublicKeys "${key_lines[@]}"
+if [ -n "$write_keys" ]; then
+  config_list sshPublicKeys "${key_lines[@]}"
+fi
 # Piped, so the token is in neither argv nor the shell history; stored encrypted.
 printf '%s' "$HCLOUD_TOKEN" | config --secret hcloud:token
 
-# Creates .venv from requirements.txt (Pulumi.yaml names it) and fetches the provider plugins.
+# Brings .venv up to date with requirements.txt (Pulumi.yaml names it) and fetches the plugins.
 pulumi install
 pulumi up --stack "$stack" "${up_flags[@]}"
 

@@ -50,7 +50,24 @@ elif args[:2] == ["stack", "output"]:
 """
 
 
-def run_deploy(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+# A fresh clone has no .venv: deploy.sh makes it with `python3 -m venv` and pip. This stand-in
+# for python3 makes one whose python is this test's interpreter and whose pip only records.
+FAKE_PYTHON3 = """#!/bin/bash
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin"
+  printf '#!/bin/sh\\nexec {python} "$@"\\n' >"$3/bin/python"
+  printf '#!/bin/sh\\necho "$*" >>"$FAKE_STATE/pip.log"\\n' >"$3/bin/pip"
+  chmod +x "$3/bin/python" "$3/bin/pip"
+  echo "$*" >>"$FAKE_STATE/python3.log"
+  exit 0
+fi
+exec {python} "$@"
+"""
+
+
+def run_deploy(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, venv: bool = True
+):
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     bin_dir = tmp_path / "bin"
@@ -58,6 +75,9 @@ def run_deploy(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
     fake = bin_dir / "pulumi"
     fake.write_text(FAKE_PULUMI.format(python=sys.executable))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    python3 = bin_dir / "python3"
+    python3.write_text(FAKE_PYTHON3.format(python=sys.executable))
+    python3.chmod(python3.stat().st_mode | stat.S_IXUSR)
     environment = {
         "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -72,12 +92,19 @@ def run_deploy(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
     project = tmp_path / "project"
     if not project.exists():
         project.mkdir()
-        for name in ("deploy.sh", "lists.yaml", "Pulumi.staging.yaml", "Pulumi.production.yaml"):
+        for name in (
+            "deploy.sh",
+            "lists.yaml",
+            "requirements.txt",
+            "Pulumi.staging.yaml",
+            "Pulumi.production.yaml",
+        ):
             shutil.copy2(ROOT / name, project / name)
         shutil.copytree(ROOT / "components", project / "components")
         (project / "tools").mkdir()
         shutil.copy2(ROOT / "tools" / "check_settings.py", project / "tools" / "check_settings.py")
-        (project / ".venv").symlink_to(Path(sys.executable).parent.parent)
+        if venv:
+            (project / ".venv").symlink_to(Path(sys.executable).parent.parent)
     result = subprocess.run(
         [str(project / "deploy.sh"), *args],
         env=environment,
@@ -332,3 +359,33 @@ def test_a_file_that_is_not_a_public_key_is_refused_before_any_stack(tmp_path) -
     assert result.returncode == 2
     assert result.stderr.startswith("deploy.sh: mailman:sshPublicKeys: ")
     assert calls == []
+
+
+def test_a_fresh_clone_gets_its_venv_before_the_settings_check(tmp_path) -> None:
+    """Without .venv the check could not import the program (pulumi, yaml): deploy.sh makes the
+    venv `pulumi install` uses, from requirements.txt, before it checks anything."""
+    result, calls = run_deploy(tmp_path, *QUICK_START, venv=False)
+
+    assert result.returncode == 0, result.stderr
+    state = tmp_path / "state"
+    assert (state / "python3.log").read_text().split() == ["-m", "venv", ".venv"]
+    assert "install --quiet --disable-pip-version-check -r requirements.txt" in (
+        state / "pip.log"
+    ).read_text()
+    assert ["stack", "init", "staging", "--non-interactive"] in argvs(calls)
+
+
+def test_a_rerun_keeps_the_operator_keys_the_stack_already_has(tmp_path) -> None:
+    """Run again (or by a colleague) without --ssh-key: the stack's keys stay as they are."""
+    run_deploy(tmp_path, *QUICK_START)  # the project copy now exists
+    stack_file = tmp_path / "project" / "Pulumi.staging.yaml"
+    colleague = generated_key(tmp_path).rsplit(" ", 1)[0] + " colleague"
+    (tmp_path / ".ssh" / "mailman_ed25519.pub").unlink()  # this machine's key would differ
+    text = stack_file.read_text()
+    stack_file.write_text(text + f"  mailman:sshPublicKeys:\n    - {colleague}\n")
+    (tmp_path / "state" / "calls.jsonl").unlink()
+
+    result, calls = run_deploy(tmp_path, *QUICK_START)
+
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in argvs(calls) if any("sshPublicKeys" in a for a in c)]
