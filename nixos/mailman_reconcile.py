@@ -26,13 +26,19 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
+
+# The list rules, one definition shared with components/lists.py; installed next to this file
+# (nixos/reconcile.nix), so the script's directory on sys.path finds it.
+import mailman_list_rules as rules
 
 if TYPE_CHECKING:  # only for annotations: the module must import without Django installed
     from django.conf import LazySettings
     from django.contrib.auth.models import AbstractUser
     from django.contrib.sites.models import Site
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_INVALID_INPUT = 1
@@ -42,35 +48,8 @@ EXIT_FAILED = 3
 #: must be restarted by the caller (this program runs as the web user and cannot).
 EXIT_RESTART_WEB = 10
 
-STYLES = ("legacy-default", "legacy-announce", "private-default")
-SUBSCRIPTION_POLICIES = ("open", "confirm", "moderate", "confirm_then_moderate")
-ACTIONS = ("accept", "hold", "reject", "discard", "defer")
-BOOL_SETTINGS = (
-    "dmarc_mitigate_unconditionally", "advertised", "send_welcome_message",
-    "send_goodbye_message", "allow_list_posts", "anonymous_list", "first_strip_reply_to",
-    "include_rfc2369_headers", "require_explicit_destination", "emergency",
-    "admin_notify_mchanges", "admin_immed_notify", "respond_to_post_requests",
-)
-#: setting name -> allowed values (a tuple), or the Python type of the value.
-#: "email" and "language" name string formats checked by _setting.
-LIST_SETTINGS: dict[str, tuple[str, ...] | type | str] = {
-    "display_name": str, "description": str, "info": str, "subject_prefix": str,
-    "subscription_policy": SUBSCRIPTION_POLICIES,
-    "unsubscription_policy": SUBSCRIPTION_POLICIES,
-    "archive_policy": ("never", "private", "public"),
-    "dmarc_mitigate_action": ("no_mitigation", "munge_from", "wrap_message", "reject",
-                              "discard"),
-    **dict.fromkeys(BOOL_SETTINGS, bool),
-    "default_member_action": ACTIONS, "default_nonmember_action": ACTIONS,
-    "reply_goes_to_list": ("no_munging", "point_to_list", "explicit_header",
-                           "explicit_header_only"),
-    "reply_to_address": "email",
-    "max_message_size": int, "max_num_recipients": int,
-    "preferred_language": "language",
-}
 EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?$")
 REST_TIMEOUT_SECONDS = 60
 
 
@@ -160,41 +139,32 @@ def _domain(value: object, where: str) -> str:
     return value
 
 
-def _addresses(value: object, where: str) -> frozenset[str]:
+def _rule(where: str, check: Callable[..., T], *args: object) -> T:
+    """`check(*args)`, one of the shared list rules; a refusal names the field, the expected
+    form and the value (the last argument)."""
+    try:
+        return check(*args)
+    except rules.RuleError as error:
+        raise invalid(f"{where} must be {error}, not {json.dumps(args[-1])}") from None
+
+
+def _roles(value: object, where: str, list_address: str) -> frozenset[str]:
     if not isinstance(value, list):
         raise invalid(f"{where} must be a list of e-mail addresses")
-    return frozenset(_email(item, f"{where}[{i}]").lower() for i, item in enumerate(value))
+    return frozenset(_rule(f"{where}[{i}]", rules.role_address, list_address, item)
+                     for i, item in enumerate(value))
 
 
-def _setting(name: str, value: object, where: str) -> object:
-    kind = LIST_SETTINGS.get(name)
-    if kind is None:
-        raise invalid(f"{where} is not an allowed list setting (see docs/contracts.md, "
-                      "section 6)")
-    if isinstance(kind, tuple):
-        if value not in kind:
-            raise invalid(f"{where} must be one of {', '.join(kind)}, not {json.dumps(value)}")
-    elif kind == "email":
-        _email(value, where)
-    elif kind == "language":
-        if not isinstance(value, str) or not LANGUAGE_RE.match(value):
-            raise invalid(f"{where} must be a language code like en or pt_BR, not "
-                          f"{json.dumps(value)}")
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise invalid(f"{where} must be an integer >= 0, not {json.dumps(value)}")
-    elif kind is bool:
-        if not isinstance(value, bool):
-            raise invalid(f"{where} must be true or false, not {json.dumps(value)}")
-    elif not isinstance(value, str):
-        raise invalid(f"{where} must be a string, not {json.dumps(value)}")
-    return value
+def _list_address(value: object, where: str) -> str:
+    address = _rule(where, rules.address, value)
+    _rule(where, rules.list_name, address.partition("@")[0])
+    return address
 
 
 def _list(value: object, where: str, mail_domains: tuple[str, ...]) -> DesiredList:
     if not isinstance(value, dict):
         raise invalid(f"{where} must be an object")
-    address = _email(value.get("address"), f"{where}.address").lower()
+    address = _list_address(value.get("address"), f"{where}.address")
     where = f"lists[{address}]"
     absent = value.get("absent", False)
     if not isinstance(absent, bool):
@@ -207,14 +177,14 @@ def _list(value: object, where: str, mail_domains: tuple[str, ...]) -> DesiredLi
     entry = DesiredList(
         address=address,
         style=data.get("style"),
-        owners=_addresses(data["owners"], f"{where}.owners"),
-        moderators=_addresses(data.get("moderators", []), f"{where}.moderators"),
-        settings={name: _setting(name, setting, f"{where}.settings.{name}")
+        owners=_roles(data["owners"], f"{where}.owners", address),
+        moderators=_roles(data.get("moderators", []), f"{where}.moderators", address),
+        settings={name: _rule(f"{where}.settings.{name}", rules.setting, name, setting)
                   for name, setting in _object(data.get("settings", {}),
-                                               f"{where}.settings", (), LIST_SETTINGS).items()},
+                                               f"{where}.settings", (), rules.SETTINGS).items()},
     )
-    if entry.style is not None and entry.style not in STYLES:
-        raise invalid(f"{where}.style must be one of {', '.join(STYLES)}, not "
+    if entry.style is not None and entry.style not in rules.STYLES:
+        raise invalid(f"{where}.style must be one of {', '.join(rules.STYLES)}, not "
                       f"{json.dumps(entry.style)}")
     if not entry.owners:
         raise invalid(f"{where}.owners must name at least one owner")
