@@ -11,11 +11,18 @@ the stack's first mail domain, and an entry without `owners` is owned by the sit
 
 from __future__ import annotations
 
-import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+# The list rules are one definition shared with the reconcile program on the host, so they live
+# with it in nixos/ (a host file); nixos/ is not a package, hence the path.
+_NIXOS = str(Path(__file__).resolve().parents[1] / "nixos")
+if _NIXOS not in sys.path:
+    sys.path.append(_NIXOS)
+import mailman_list_rules as rules  # noqa: E402
 
 NormalizedList = dict[str, Any]
 
@@ -24,64 +31,10 @@ class ListsError(ValueError):
     """A schema error; the message names the file, the list and the field."""
 
 
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[a-z0-9.-]+\.[a-z]{2,63}$")
-# Mailman's default `listname_chars` is `[-_.0-9a-z]` (no `+`: that is its VERP delimiter); the
-# dot rules are those of an e-mail local part (no leading, trailing or doubled dot).
-_LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
-_LIST_NAME_MAX = 64
-# Mailman's LMTP runner reads `<list>-<name>@domain` as sub-address <name> of list <list>
-# (runners/lmtp.py SUBADDRESS_NAMES), so a list whose name ends in one of them never gets its
-# own posts: `news-request` would be the request address of `news`.
-SUBADDRESS_NAMES = (
-    "admin",
-    "bounces",
-    "confirm",
-    "join",
-    "leave",
-    "owner",
-    "request",
-    "subscribe",
-    "unsubscribe",
-)
-_LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
-
-STYLES = ("legacy-default", "legacy-announce", "private-default")
-DEFAULT_STYLE = "legacy-default"
-
-_POLICY = ("open", "confirm", "moderate", "confirm_then_moderate")
-_ACTION = ("accept", "hold", "reject", "discard", "defer")
-_ENUMS: dict[str, tuple[str, ...]] = {
-    "subscription_policy": _POLICY,
-    "unsubscription_policy": _POLICY,
-    "archive_policy": ("never", "private", "public"),
-    "dmarc_mitigate_action": ("no_mitigation", "munge_from", "wrap_message", "reject", "discard"),
-    "default_member_action": _ACTION,
-    "default_nonmember_action": _ACTION,
-    "reply_goes_to_list": (
-        "no_munging",
-        "point_to_list",
-        "explicit_header",
-        "explicit_header_only",
-    ),
-}
-_STRINGS = ("display_name", "description", "info", "subject_prefix")
-_BOOLS = (
-    "dmarc_mitigate_unconditionally",
-    "advertised",
-    "send_welcome_message",
-    "send_goodbye_message",
-    "allow_list_posts",
-    "anonymous_list",
-    "first_strip_reply_to",
-    "include_rfc2369_headers",
-    "require_explicit_destination",
-    "emergency",
-    "admin_notify_mchanges",
-    "admin_immed_notify",
-    "respond_to_post_requests",
-)
-_COUNTS = ("max_message_size", "max_num_recipients")
-SETTINGS = (*_STRINGS, *_ENUMS, *_BOOLS, *_COUNTS, "reply_to_address", "preferred_language")
+STYLES = rules.STYLES
+DEFAULT_STYLE = rules.DEFAULT_STYLE
+SUBADDRESS_NAMES = rules.SUBADDRESS_NAMES
+SETTINGS = rules.SETTINGS
 _ENTRY_KEYS = ("address", "absent", "style", "owners", "moderators")
 
 
@@ -97,38 +50,22 @@ class _Entry:
 
 
 def _check_email(entry: _Entry, field: str, value: object) -> str:
-    if not isinstance(value, str) or not _EMAIL.match(value.strip().lower()):
-        raise entry.error(field, value, "an e-mail address")
-    return value.strip().lower()
+    try:
+        return rules.address(value)
+    except rules.RuleError as error:
+        raise entry.error(field, value, str(error)) from None
 
 
 def _check_setting(entry: _Entry, field: str, value: object) -> object:
-    if field in _STRINGS:
-        if not isinstance(value, str):
-            raise entry.error(field, value, "a string")
-        return value
-    if field in _ENUMS:
-        if value not in _ENUMS[field]:
-            raise entry.error(field, value, "one of " + ", ".join(_ENUMS[field]))
-        return value
-    if field in _BOOLS:
-        if not isinstance(value, bool):
-            raise entry.error(field, value, "true or false")
-        return value
-    if field in _COUNTS:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise entry.error(field, value, "a whole number >= 0")
-        return value
-    if field == "reply_to_address":
-        return _check_email(entry, field, value)
-    if field == "preferred_language":
-        if not isinstance(value, str) or not _LANGUAGE.match(value):
-            raise entry.error(field, value, "a language code (en, de, pt_BR)")
-        return value
-    raise entry.error(field, value, "a known list setting (see docs/program.md)")
+    try:
+        return rules.setting(field, value)
+    except rules.RuleError as error:
+        raise entry.error(field, value, str(error)) from None
 
 
-def _people(entry: _Entry, field: str, value: object, *, required: bool) -> list[str]:
+def _people(
+    entry: _Entry, field: str, value: object, *, required: bool, list_address: str
+) -> list[str]:
     if value is None and not required:
         return []
     if not isinstance(value, list) or (required and not value):
@@ -138,7 +75,14 @@ def _people(entry: _Entry, field: str, value: object, *, required: bool) -> list
             "a list of e-mail addresses"
             + (" (at least one; leave the key out for mailman:adminEmail)" if required else ""),
         )
-    return sorted({_check_email(entry, field, v) for v in value})
+    return sorted({_check_role(entry, field, v, list_address) for v in value})
+
+
+def _check_role(entry: _Entry, field: str, value: object, list_address: str) -> str:
+    try:
+        return rules.role_address(list_address, value)
+    except rules.RuleError as error:
+        raise entry.error(field, value, str(error)) from None
 
 
 def _list_address(entry: _Entry, value: object, mail_domains: tuple[str, ...]) -> str:
@@ -148,21 +92,10 @@ def _list_address(entry: _Entry, value: object, mail_domains: tuple[str, ...]) -
     name, at, domain = value.strip().lower().partition("@")
     if not at:
         domain = mail_domains[0]
-    if len(name) > _LIST_NAME_MAX or not _LIST_NAME.match(name):
-        raise entry.error(
-            "address",
-            value,
-            "a list name of at most 64 characters a-z, 0-9, . _ - "
-            "(starting with a letter or digit, no leading, trailing or doubled dot)",
-        )
-    if name.rpartition("-")[2] in SUBADDRESS_NAMES:
-        raise entry.error(
-            "address",
-            value,
-            "a list name whose last -part is not a Mailman sub-address ("
-            + ", ".join(SUBADDRESS_NAMES)
-            + ")",
-        )
+    try:
+        rules.list_name(name)
+    except rules.RuleError as error:
+        raise entry.error("address", value, str(error)) from None
     if domain not in mail_domains:
         raise entry.error(
             "address", value, "in one of mailDomains (" + ", ".join(mail_domains) + ")"
@@ -203,15 +136,19 @@ def _normalize(
     # Only a missing key means "the site owner": `owners: []` or a bare `owners:` is a list
     # left without an owner by mistake, and stays an error.
     if "owners" in entry_data:
-        owners = _people(entry, "owners", entry_data["owners"], required=True)
+        owners = _people(
+            entry, "owners", entry_data["owners"], required=True, list_address=address
+        )
     else:
-        owners = [default_owner.strip().lower()]
+        owners = [_check_role(entry, "owners", default_owner, address)]
     return {
         "address": address,
         "absent": False,
         "style": style,
         "owners": owners,
-        "moderators": _people(entry, "moderators", entry_data.get("moderators"), required=False),
+        "moderators": _people(
+            entry, "moderators", entry_data.get("moderators"), required=False, list_address=address
+        ),
         "settings": dict(sorted(settings.items())),
     }
 

@@ -18,6 +18,7 @@ docs/reconcile.md. Nothing secret is ever printed.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -26,13 +27,19 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
+
+# The list rules, one definition shared with components/lists.py; installed next to this file
+# (nixos/reconcile.nix), so the script's directory on sys.path finds it.
+import mailman_list_rules as rules
 
 if TYPE_CHECKING:  # only for annotations: the module must import without Django installed
     from django.conf import LazySettings
     from django.contrib.auth.models import AbstractUser
     from django.contrib.sites.models import Site
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_INVALID_INPUT = 1
@@ -42,35 +49,8 @@ EXIT_FAILED = 3
 #: must be restarted by the caller (this program runs as the web user and cannot).
 EXIT_RESTART_WEB = 10
 
-STYLES = ("legacy-default", "legacy-announce", "private-default")
-SUBSCRIPTION_POLICIES = ("open", "confirm", "moderate", "confirm_then_moderate")
-ACTIONS = ("accept", "hold", "reject", "discard", "defer")
-BOOL_SETTINGS = (
-    "dmarc_mitigate_unconditionally", "advertised", "send_welcome_message",
-    "send_goodbye_message", "allow_list_posts", "anonymous_list", "first_strip_reply_to",
-    "include_rfc2369_headers", "require_explicit_destination", "emergency",
-    "admin_notify_mchanges", "admin_immed_notify", "respond_to_post_requests",
-)
-#: setting name -> allowed values (a tuple), or the Python type of the value.
-#: "email" and "language" name string formats checked by _setting.
-LIST_SETTINGS: dict[str, tuple[str, ...] | type | str] = {
-    "display_name": str, "description": str, "info": str, "subject_prefix": str,
-    "subscription_policy": SUBSCRIPTION_POLICIES,
-    "unsubscription_policy": SUBSCRIPTION_POLICIES,
-    "archive_policy": ("never", "private", "public"),
-    "dmarc_mitigate_action": ("no_mitigation", "munge_from", "wrap_message", "reject",
-                              "discard"),
-    **dict.fromkeys(BOOL_SETTINGS, bool),
-    "default_member_action": ACTIONS, "default_nonmember_action": ACTIONS,
-    "reply_goes_to_list": ("no_munging", "point_to_list", "explicit_header",
-                           "explicit_header_only"),
-    "reply_to_address": "email",
-    "max_message_size": int, "max_num_recipients": int,
-    "preferred_language": "language",
-}
 EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
-LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(?:_[A-Z]{2})?$")
 REST_TIMEOUT_SECONDS = 60
 
 
@@ -160,41 +140,32 @@ def _domain(value: object, where: str) -> str:
     return value
 
 
-def _addresses(value: object, where: str) -> frozenset[str]:
+def _rule(where: str, check: Callable[..., T], *args: object) -> T:
+    """`check(*args)`, one of the shared list rules; a refusal names the field, the expected
+    form and the value (the last argument)."""
+    try:
+        return check(*args)
+    except rules.RuleError as error:
+        raise invalid(f"{where} must be {error}, not {json.dumps(args[-1])}") from None
+
+
+def _roles(value: object, where: str, list_address: str) -> frozenset[str]:
     if not isinstance(value, list):
         raise invalid(f"{where} must be a list of e-mail addresses")
-    return frozenset(_email(item, f"{where}[{i}]").lower() for i, item in enumerate(value))
+    return frozenset(_rule(f"{where}[{i}]", rules.role_address, list_address, item)
+                     for i, item in enumerate(value))
 
 
-def _setting(name: str, value: object, where: str) -> object:
-    kind = LIST_SETTINGS.get(name)
-    if kind is None:
-        raise invalid(f"{where} is not an allowed list setting (see docs/contracts.md, "
-                      "section 6)")
-    if isinstance(kind, tuple):
-        if value not in kind:
-            raise invalid(f"{where} must be one of {', '.join(kind)}, not {json.dumps(value)}")
-    elif kind == "email":
-        _email(value, where)
-    elif kind == "language":
-        if not isinstance(value, str) or not LANGUAGE_RE.match(value):
-            raise invalid(f"{where} must be a language code like en or pt_BR, not "
-                          f"{json.dumps(value)}")
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise invalid(f"{where} must be an integer >= 0, not {json.dumps(value)}")
-    elif kind is bool:
-        if not isinstance(value, bool):
-            raise invalid(f"{where} must be true or false, not {json.dumps(value)}")
-    elif not isinstance(value, str):
-        raise invalid(f"{where} must be a string, not {json.dumps(value)}")
-    return value
+def _list_address(value: object, where: str) -> str:
+    address = _rule(where, rules.address, value)
+    _rule(where, rules.list_name, address.partition("@")[0])
+    return address
 
 
 def _list(value: object, where: str, mail_domains: tuple[str, ...]) -> DesiredList:
     if not isinstance(value, dict):
         raise invalid(f"{where} must be an object")
-    address = _email(value.get("address"), f"{where}.address").lower()
+    address = _list_address(value.get("address"), f"{where}.address")
     where = f"lists[{address}]"
     absent = value.get("absent", False)
     if not isinstance(absent, bool):
@@ -207,14 +178,14 @@ def _list(value: object, where: str, mail_domains: tuple[str, ...]) -> DesiredLi
     entry = DesiredList(
         address=address,
         style=data.get("style"),
-        owners=_addresses(data["owners"], f"{where}.owners"),
-        moderators=_addresses(data.get("moderators", []), f"{where}.moderators"),
-        settings={name: _setting(name, setting, f"{where}.settings.{name}")
+        owners=_roles(data["owners"], f"{where}.owners", address),
+        moderators=_roles(data.get("moderators", []), f"{where}.moderators", address),
+        settings={name: _rule(f"{where}.settings.{name}", rules.setting, name, setting)
                   for name, setting in _object(data.get("settings", {}),
-                                               f"{where}.settings", (), LIST_SETTINGS).items()},
+                                               f"{where}.settings", (), rules.SETTINGS).items()},
     )
-    if entry.style is not None and entry.style not in STYLES:
-        raise invalid(f"{where}.style must be one of {', '.join(STYLES)}, not "
+    if entry.style is not None and entry.style not in rules.STYLES:
+        raise invalid(f"{where}.style must be one of {', '.join(rules.STYLES)}, not "
                       f"{json.dumps(entry.style)}")
     if not entry.owners:
         raise invalid(f"{where}.owners must name at least one owner")
@@ -300,6 +271,39 @@ class Tally:
 
 # --- Mailman core REST ----------------------------------------------------------------------
 
+REASON_MAX = 200
+
+
+def refusal(status: int, text: object) -> str:
+    """Core's reason for a refusal on one line: `HTTP 400: Membership is banned`.
+
+    mailmanclient hands over the JSON `description` of core's error, else the raw body
+    (mailmanclient/restbase/connection.py:149-161): that can be falcon's JSON without a
+    description (`{"title": "500 Internal Server Error"}`) or a whole HTML page from a proxy
+    or server in front. Never print a page: its title, or its first line of text.
+    """
+    reason = str(text or "").strip()
+    try:
+        parsed = json.loads(reason)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        reason = str(parsed.get("description") or parsed.get("title") or "")
+    elif re.search(r"<\s*(!doctype|html|head|body|title|h1|p)\b", reason, re.IGNORECASE):
+        title = re.search(r"<title[^>]*>(.*?)</title>", reason, re.IGNORECASE | re.DOTALL)
+        if title and title[1].strip():
+            reason = title[1]
+        else:
+            text_only = re.sub(r"<(script|style)\b.*?</\1>|<[^>]+>", "\n", reason,
+                               flags=re.IGNORECASE | re.DOTALL)
+            reason = next((line for line in text_only.splitlines() if line.strip()), "")
+        reason = html.unescape(reason)
+    reason = " ".join(reason.split())
+    if len(reason) > REASON_MAX:
+        reason = reason[:REASON_MAX - 3] + "..."
+    return f"HTTP {status} from core" + (f": {reason}" if reason else "")
+
+
 
 class Core:
     """Mailman core's REST API through mailmanclient's connection, errors made readable."""
@@ -317,14 +321,17 @@ class Core:
                                       request_hooks=[with_timeout])
 
     def call(self, path: str, data: Mapping[str, Any] | None = None,
-             method: str | None = None) -> Any:  # noqa: ANN401  (JSON of any shape)
-        """One REST call; its JSON content (None for an empty 2xx answer)."""
-        _ok, content = self.attempt(path, data, method)
+             method: str | None = None, *, about: str = "") -> Any:  # noqa: ANN401  (JSON)
+        """One REST call; its JSON content (None for an empty 2xx answer).
+
+        `about` names what the request is for (list, address) in a refusal's message.
+        """
+        _ok, content = self.attempt(path, data, method, about=about)
         return content
 
     def attempt(self, path: str, data: Mapping[str, Any] | None = None,
-                method: str | None = None, *, tolerate: tuple[int, ...] = ()) -> tuple[
-                    bool, Any]:
+                method: str | None = None, *, tolerate: tuple[int, ...] = (),
+                about: str = "") -> tuple[bool, Any]:
         """One REST call; (False, None) when core answers one of the `tolerate` statuses."""
         from urllib.error import HTTPError
 
@@ -345,8 +352,9 @@ class Core:
                     "(MAILMAN_REST_API_USER/MAILMAN_REST_API_PASS in mailman-web's settings)",
                     EXIT_UNREACHABLE) from None
             verb = method or ("POST" if data is not None else "GET")
+            what = f" ({about})" if about else ""
             raise ReconcileError(
-                f"Mailman core refused {verb} {path}: HTTP {error.code} {error.msg}",
+                f"Mailman core refused {verb} {path}{what}: {refusal(error.code, error.msg)}",
                 EXIT_FAILED) from None
         return True, content
 
@@ -368,23 +376,45 @@ class Outcome:
         return self.tallies.setdefault(kind, Tally())
 
 
+def _superuser_row(state: DesiredState) -> AbstractUser | None:
+    """The user row the document's superuser is: the one with its username, else the site's
+    one superuser under its old name (a rename keeps the row, so its history stays with it).
+
+    Several superusers and none with the new name: which one was renamed cannot be told, and
+    creating one more would leave the old one active beside it, so the run stops unchanged.
+    """
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    user = users.filter(username=state.username).first()
+    if user is not None:
+        return user
+    superusers = list(users.filter(is_superuser=True, is_active=True).order_by("pk"))
+    if len(superusers) > 1:
+        raise ReconcileError(
+            f"superuser.username {state.username} does not exist and {len(superusers)} active "
+            f"superusers do ({', '.join(u.get_username() for u in superusers)}): rename the one "
+            "it replaces in the Django admin, or deactivate the others", EXIT_FAILED)
+    return superusers[0] if superusers else None
+
+
 def reconcile_superuser(state: DesiredState, tally: Tally) -> AbstractUser:
-    from allauth.account.models import EmailAddress
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
-    user_model = get_user_model()
     with transaction.atomic():
-        user = user_model.objects.filter(username=state.username).first()
+        user = _superuser_row(state)
         if user is None:
-            user = user_model.objects.create_superuser(
+            user = get_user_model().objects.create_superuser(
                 username=state.username, email=state.email, password=state.password)
             outcome = "created"
         else:
             changed: list[str] = []
-            if user.email != state.email:
-                user.email = state.email
-                changed.append("email")
+            old_email = user.email
+            for name, value in (("username", state.username), ("email", state.email)):
+                if getattr(user, name) != value:
+                    setattr(user, name, value)
+                    changed.append(name)
             for flag in ("is_superuser", "is_staff", "is_active"):
                 if not getattr(user, flag):
                     setattr(user, flag, True)
@@ -395,30 +425,50 @@ def reconcile_superuser(state: DesiredState, tally: Tally) -> AbstractUser:
                 changed.append("password")
             if changed:
                 user.save(update_fields=changed)
+            _forget_old_address(user, old_email, state.email)
             outcome = "updated" if changed else "unchanged"
-        # allauth only lets a user log in (Postorius, HyperKitty) with a verified address.
-        addresses = list(EmailAddress.objects.filter(user=user))
-        mine = next((a for a in addresses if a.email.lower() == state.email.lower()), None)
-        taken = EmailAddress.objects.filter(email__iexact=state.email).exclude(user=user)
-        if mine is None and taken.exists():
-            raise ReconcileError(
-                f"superuser.email {state.email} already belongs to another web user; "
-                "choose another adminEmail or remove that user", EXIT_FAILED)
-        for other in addresses:
-            if other is not mine and other.primary:
-                other.primary = False
-                other.save(update_fields=["primary"])
-                outcome = "updated" if outcome == "unchanged" else outcome
-        if mine is None:
-            EmailAddress.objects.create(user=user, email=state.email, verified=True,
-                                        primary=True)
-            outcome = "updated" if outcome == "unchanged" else outcome
-        elif not (mine.verified and mine.primary and mine.email == state.email):
-            mine.email, mine.verified, mine.primary = state.email, True, True
-            mine.save(update_fields=["email", "verified", "primary"])
+        if _verified_primary_address(user, state.email):
             outcome = "updated" if outcome == "unchanged" else outcome
     tally.count(outcome)
     return user
+
+
+def _forget_old_address(user: AbstractUser, old_email: str, new_email: str) -> None:
+    """The address this program gave the superuser before is replaced, not kept beside the new
+    one: as a verified address it could still log in or reset the password. Addresses the user
+    added in Postorius stay."""
+    from allauth.account.models import EmailAddress
+
+    if old_email and old_email.lower() != new_email.lower():
+        EmailAddress.objects.filter(user=user, email__iexact=old_email).delete()
+
+
+def _verified_primary_address(user: AbstractUser, email: str) -> bool:
+    """allauth only lets a user log in (Postorius, HyperKitty) with a verified address: make
+    `email` the user's verified primary one. True when anything changed."""
+    from allauth.account.models import EmailAddress
+
+    addresses = list(EmailAddress.objects.filter(user=user))
+    mine = next((a for a in addresses if a.email.lower() == email.lower()), None)
+    taken = EmailAddress.objects.filter(email__iexact=email).exclude(user=user)
+    if mine is None and taken.exists():
+        raise ReconcileError(
+            f"superuser.email {email} already belongs to another web user; "
+            "choose another adminEmail or remove that user", EXIT_FAILED)
+    changed = False
+    for other in addresses:
+        if other is not mine and other.primary:
+            other.primary = False
+            other.save(update_fields=["primary"])
+            changed = True
+    if mine is None:
+        EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
+        return True
+    if not (mine.verified and mine.primary and mine.email == email):
+        mine.email, mine.verified, mine.primary = email, True, True
+        mine.save(update_fields=["email", "verified", "primary"])
+        return True
+    return changed
 
 
 def reconcile_site(state: DesiredState, outcome: Outcome) -> Site:
@@ -454,7 +504,7 @@ def reconcile_domains(state: DesiredState, core: Core, site: Site, tally: Tally)
         outcome = "unchanged"
         if domain not in existing:
             # A second POST of a domain is a 400, hence the look first.
-            core.call("domains", {"mail_host": domain})
+            core.call("domains", {"mail_host": domain}, about=f"domain {domain}")
             outcome = "created"
         link = links.get(domain)
         if link is None:
@@ -513,11 +563,13 @@ def _sync_role(core: Core, list_id: str, role: str, want: frozenset[str],
         # A refusal (400 "already an owner", 409, a 500 when an interrupted run's request
         # races this one) is checked against what core now holds, and retried once if the
         # goal is not met.
-        added, _ = core.attempt("members", data, tolerate=(400, 409, 500))
+        about = f"list {list_id}, {role} {email}"
+        added, _ = core.attempt("members", data, tolerate=(400, 409, 500), about=about)
         if not added and not _has_role(core, list_id, role, email):
-            core.call("members", data)
+            core.call("members", data, about=about)
     for email in sorted(set(have) - want):
-        core.attempt(_member_path(have[email]), method="DELETE", tolerate=(404,))
+        core.attempt(_member_path(have[email]), method="DELETE", tolerate=(404,),
+                     about=f"list {list_id}, {role} {email}")
     return want != set(have)
 
 
@@ -527,29 +579,26 @@ def reconcile_list(core: Core, entry: DesiredList, current: Mapping[str, Any] | 
     if entry.absent:
         if current is None:
             return "unchanged"
-        core.attempt(f"lists/{quote(current['list_id'])}", method="DELETE", tolerate=(404,))
+        core.attempt(f"lists/{quote(current['list_id'])}", method="DELETE", tolerate=(404,),
+                     about=f"list {entry.address}")
         return "deleted"
     if current is None:
         data = {"fqdn_listname": entry.address}
         if entry.style:
             data["style_name"] = entry.style
         list_id = entry.address.replace("@", ".")
-        created, _ = core.attempt("lists", data, tolerate=(400, 500))
+        about = f"list {entry.address}"
+        created, _ = core.attempt("lists", data, tolerate=(400, 500), about=about)
         if not created:
             # "Mailing list exists" (400, or 500 when two inserts race): an interrupted run's
             # request that core finished after we looked. Then bring that list up to date.
             exists, current = core.attempt(f"lists/{quote(entry.address)}", tolerate=(404,))
             if not exists:
-                core.call("lists", data)  # not that: repeat it to report Mailman's reason
+                core.call("lists", data, about=about)  # not that: report Mailman's reason
             roles = Roster.fetch(core, "owner", list_id), Roster.fetch(core, "moderator", list_id)
             reconcile_list(core, entry, current, *roles)
             return "created"
-        # A new list only has its style's defaults: set every setting of the file at once.
-        if entry.settings:
-            core.call(f"lists/{quote(list_id)}/config",
-                      {k: _rest_value(v) for k, v in entry.settings.items()}, method="PATCH")
-        _sync_role(core, list_id, "owner", entry.owners, {})
-        _sync_role(core, list_id, "moderator", entry.moderators, {})
+        _complete_new_list(core, entry, list_id)
         return "created"
     list_id = current["list_id"]
     # The lists collection already carries a few settings; read the full config only when
@@ -560,11 +609,57 @@ def reconcile_list(core: Core, entry: DesiredList, current: Mapping[str, Any] | 
         config = core.call(f"lists/{quote(list_id)}/config")
     changes = {k: _rest_value(v) for k, v in entry.settings.items() if config.get(k) != v}
     if changes:
-        core.call(f"lists/{quote(list_id)}/config", changes, method="PATCH")
+        core.call(f"lists/{quote(list_id)}/config", changes, method="PATCH",
+                  about=f"list {entry.address}")
     roles_changed = _sync_role(core, list_id, "owner", entry.owners, owners.of(list_id))
     roles_changed |= _sync_role(core, list_id, "moderator", entry.moderators,
                                 moderators.of(list_id))
     return "updated" if changes or roles_changed else "unchanged"
+
+
+def _complete_new_list(core: Core, entry: DesiredList, list_id: str) -> None:
+    """Settings and owners of a list this run created, or no list at all.
+
+    Validation catches what core refuses by its rules; what it can still refuse (a banned
+    owner, a dropped connection) must not leave a list with default settings and no owner
+    until the file is fixed, so the new list is deleted again before the error is reported.
+    """
+    try:
+        # A new list only has its style's defaults: set every setting of the file at once.
+        if entry.settings:
+            core.call(f"lists/{quote(list_id)}/config",
+                      {k: _rest_value(v) for k, v in entry.settings.items()}, method="PATCH",
+                      about=f"list {entry.address}")
+        _sync_role(core, list_id, "owner", entry.owners, {})
+        _sync_role(core, list_id, "moderator", entry.moderators, {})
+    except ReconcileError as error:
+        try:
+            core.attempt(f"lists/{quote(list_id)}", method="DELETE", tolerate=(404,),
+                         about=f"list {entry.address}")
+            undone = f"; the new list {entry.address} was deleted again"
+        except ReconcileError:
+            undone = (f"; the new list {entry.address} could not be deleted again "
+                      "(the next run completes it)")
+        raise ReconcileError(f"{error}{undone}", error.exit_code) from None
+
+
+def check_languages(state: DesiredState, core: Core) -> None:
+    """Every `preferred_language` is one core knows: asked once, before the first write.
+
+    Core's language manager holds every `[language.<code>]` section of its configuration
+    (languages/manager.py:72-80); REST shows the section names (rest/root.py:98-104).
+    """
+    wanted = [(e.address, e.settings["preferred_language"]) for e in state.lists
+              if "preferred_language" in e.settings]
+    if not wanted:
+        return
+    sections = core.call("system/configuration").get("sections", [])
+    known = sorted(name.partition(".")[2] for name in sections
+                   if name.startswith("language.") and name != "language.master")
+    for address, code in wanted:
+        if code not in known:
+            raise invalid(f"lists[{address}].settings.preferred_language must be a language "
+                          f"Mailman core knows ({', '.join(known)}), not {json.dumps(code)}")
 
 
 def reconcile_lists(state: DesiredState, core: Core, tally: Tally) -> None:
@@ -712,6 +807,7 @@ def reconcile(state: DesiredState, core: Core) -> Outcome:
     outcome = Outcome()
     # Reachability first, so a down core fails before anything is written.
     core.call("system/versions")
+    check_languages(state, core)
     reconcile_superuser(state, outcome.tally("superuser"))
     site = reconcile_site(state, outcome)
     reconcile_domains(state, core, site, outcome.tally("domains"))

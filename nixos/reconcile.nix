@@ -13,6 +13,14 @@ let
     })
     webEnv
     ;
+  # The program and the list rules it imports (one definition, shared with the Pulumi program),
+  # copied -- not linked -- into one directory: Python puts the script's real directory on
+  # sys.path, and that must be where the rules are.
+  program = pkgs.runCommand "mailman-reconcile-program" { } ''
+    mkdir -p $out
+    cp ${./mailman_reconcile.py} $out/mailman_reconcile.py
+    cp ${./mailman_list_rules.py} $out/mailman_list_rules.py
+  '';
   reconcile = pkgs.writeShellApplication {
     name = "mailman-reconcile";
     runtimeInputs = [
@@ -23,7 +31,7 @@ let
     ];
     text = ''
       export MAILMAN_RECONCILE_PYTHON=${webEnv}/bin/python3
-      export MAILMAN_RECONCILE_SCRIPT=${./mailman_reconcile.py}
+      export MAILMAN_RECONCILE_SCRIPT=${program}/mailman_reconcile.py
       export MAILMAN_WEB_USER=${cfg.webUser}
     ''
     + builtins.readFile ./scripts/mailman-reconcile.sh;

@@ -89,6 +89,9 @@ def test_mta_sts_id_in_dns_is_the_hash_of_the_policy_nix_serves(config, secrets,
 
 def _reconcile_parser():
     # The reconcile program runs on the host; its input validation needs no Django or Mailman.
+    # On the host its list rules (mailman_list_rules.py) lie next to it, as they do in nixos/.
+    if str(NIXOS) not in sys.path:
+        sys.path.append(str(NIXOS))
     spec = importlib.util.spec_from_file_location(
         "mailman_reconcile", NIXOS / "mailman_reconcile.py"
     )

@@ -1,9 +1,11 @@
 """lists.yaml: the normalized form the reconcile reads, and errors naming file, list and field."""
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from components import lists
 from components.lists import ListsError, load_lists, parse_lists
 
 REPO = Path(__file__).resolve().parents[2]
@@ -270,3 +272,67 @@ def test_the_contract_example_is_a_valid_lists_file():
         ("announce@example.org", False),
         ("old@example.org", True),
     ]
+
+
+# --- what Mailman core refuses, refused at preview (rules: nixos/mailman_list_rules.py) ---------
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ListsError) as caught:
+        _parse(text)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("owners", "a|b@example.org"),
+        ("owners", "x@exa..mple.org"),
+        ("moderators", "y@-bad.example.org"),
+        ("moderators", "local-only"),
+    ],
+)
+def test_addresses_outside_mailmans_rules_are_errors(field, value):
+    message = _error(f"lists:\n  - address: news\n    {field}: ['{value}']\n")
+    assert message.startswith(f"lists.yaml: list news@example.org: {field}: '{value}' is not ")
+    assert "an e-mail address Mailman accepts" in message
+
+
+@pytest.mark.parametrize("field", ["owners", "moderators"])
+def test_a_role_equal_to_the_lists_own_address_is_an_error(field):
+    message = _error(f"lists:\n  - address: news\n    {field}: [News@Example.org]\n")
+    assert message == (
+        f"lists.yaml: list news@example.org: {field}: 'News@Example.org' is not an address "
+        "other than the list's own (news@example.org)"
+    )
+
+
+def test_a_site_owner_equal_to_the_lists_address_is_an_error():
+    with pytest.raises(ListsError, match=r"list news@example\.org: owners: .* the list's own"):
+        parse_lists("lists:\n  - address: news\n", "lists.yaml", DOMAINS, "news@example.org")
+
+
+def test_a_folded_description_loses_its_trailing_newline():
+    (entry,) = _parse("lists:\n  - address: news\n    description: >\n      One\n      line.\n")
+    assert entry["settings"]["description"] == "One line."
+
+
+def test_a_description_with_a_newline_inside_is_an_error():
+    message = _error("lists:\n  - address: news\n    description: |\n      One\n      two\n")
+    assert message.startswith("lists.yaml: list news@example.org: description: ")
+    assert "is not a single line (Mailman refuses a newline in it)" in message
+
+
+def test_a_malformed_language_code_is_an_error():
+    # Which codes exist is core's configuration: the reconcile asks core before any write.
+    message = _error("lists:\n  - address: news\n    preferred_language: English\n")
+    assert "preferred_language: 'English' is not a language code" in message
+
+
+def test_preview_and_reconcile_share_one_definition_of_the_rules():
+    # components/lists.py puts nixos/ on the path and imports the module the host program
+    # imports from its own directory.
+    assert Path(lists.rules.__file__).resolve() == REPO / "nixos" / "mailman_list_rules.py"
+    assert sys.modules["mailman_list_rules"] is lists.rules

@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 
 PROGRAM = Path(__file__).resolve().parents[2] / "nixos" / "mailman_reconcile.py"
+# On the host the shared list rules lie next to the program, as they do in nixos/.
+if str(PROGRAM.parent) not in sys.path:
+    sys.path.append(str(PROGRAM.parent))
 _spec = importlib.util.spec_from_file_location("mailman_reconcile", PROGRAM)
 assert _spec and _spec.loader
 reconcile = importlib.util.module_from_spec(_spec)
@@ -86,8 +89,8 @@ def test_integer_setting_rejects_negative_and_boolean():
 
     def boolean(d):
         d["lists"][0]["settings"]["max_num_recipients"] = True
-    assert "must be an integer >= 0" in error_for(negative)
-    assert "must be an integer >= 0" in error_for(boolean)
+    assert "must be a whole number >= 0" in error_for(negative)
+    assert "must be a whole number >= 0" in error_for(boolean)
 
 
 def test_list_needs_an_owner():
@@ -151,3 +154,42 @@ def test_summary_line_counts_deletions_only_for_lists():
     assert tally.line("lists", deletions=True) == (
         "lists: 2 created, 0 updated, 1 unchanged, 1 deleted")
     assert tally.line("domains") == "domains: 2 created, 0 updated, 1 unchanged"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("Membership is banned", "HTTP 400 from core: Membership is banned"),
+        ('{"title": "500 Internal Server Error"}', "HTTP 400 from core: 500 Internal Server Error"),
+        ("<!DOCTYPE html>\n<html><head><title>500 Internal Server Error</title></head>\n"
+         "<body><h1>Internal Server Error</h1>\n<p>Traceback...</p></body></html>",
+         "HTTP 400 from core: 500 Internal Server Error"),
+        ("<html><body>\n<h1>Bad Gateway</h1>\n<p>nginx</p></body></html>",
+         "HTTP 400 from core: Bad Gateway"),
+        ("first line\n  second line", "HTTP 400 from core: first line second line"),
+        ("", "HTTP 400 from core"),
+    ],
+)
+def test_cores_refusal_reads_as_one_line_never_html(body, expected):
+    assert reconcile.refusal(400, body) == expected
+
+
+def test_a_long_refusal_is_cut_short():
+    line = reconcile.refusal(500, "x" * 1000)
+    assert len(line) < 250
+    assert line.endswith("...")
+
+
+def test_a_role_refused_at_parse_time_names_list_field_and_value():
+    def mutate(d):
+        d["lists"][0]["moderators"] = ["announce@example.org"]
+    assert error_for(mutate) == (
+        "invalid desired state: lists[announce@example.org].moderators[0] must be an address "
+        "other than the list's own (announce@example.org), not \"announce@example.org\"")
+
+
+def test_a_description_arrives_without_its_trailing_newline():
+    document = copy.deepcopy(VALID)
+    document["lists"][0]["settings"]["description"] = "Folded.\n"
+    state = reconcile.parse_state(json.dumps(document))
+    assert state.lists[0].settings["description"] == "Folded."

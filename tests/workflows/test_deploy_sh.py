@@ -101,6 +101,9 @@ def run_deploy(
         ):
             shutil.copy2(ROOT / name, project / name)
         shutil.copytree(ROOT / "components", project / "components")
+        # components/lists.py imports the list rules it shares with the host program.
+        (project / "nixos").mkdir()
+        shutil.copy2(ROOT / "nixos" / "mailman_list_rules.py", project / "nixos")
         (project / "tools").mkdir()
         shutil.copy2(ROOT / "tools" / "check_settings.py", project / "tools" / "check_settings.py")
         if venv:
