@@ -662,16 +662,49 @@ def check_languages(state: DesiredState, core: Core) -> None:
                           f"Mailman core knows ({', '.join(known)}), not {json.dumps(code)}")
 
 
+# Core's MTA class that defers the Postfix map regeneration while this program runs
+# (nixos/mailman_deferred_mta.py, loaded by core from `[mta] incoming`), and its marker file
+# in core's var_dir. Repeated here (this program runs in mailman-web's environment, which
+# cannot import core's module); tests/reconcile checks both agree.
+DEFERRED_MTA = "mailman_deferred_mta.DeferredLMTP"
+DEFER_MARKER = "reconcile-defers-postfix-maps"
+
+
+def _writes_list(entry: DesiredList, current: Mapping[str, Any] | None) -> bool:
+    """Whether bringing the list to its entry creates or deletes it (core regenerates maps)."""
+    return (current is not None) if entry.absent else (current is None)
+
+
+def defer_marker(core: Core) -> Path | None:
+    """The marker path when core's MTA class defers map regeneration for us, else None."""
+    if core.call("system/configuration/mta").get("incoming") != DEFERRED_MTA:
+        return None
+    return _core_path(core, "var_dir") / DEFER_MARKER
+
+
 def reconcile_lists(state: DesiredState, core: Core, tally: Tally) -> None:
     current = {entry["fqdn_listname"].lower(): entry for entry in core.entries("lists")}
     owners = Roster.fetch(core, "owner")
     moderators = Roster.fetch(core, "moderator")
+    writes = [i for i, e in enumerate(state.lists) if _writes_list(e, current.get(e.address))]
+    # Every list creation or deletion makes core regenerate the whole Postfix maps, looking
+    # up every existing list: O(N^2) for N new lists. With core's DeferredLMTP, a marker
+    # holding our pid defers that until the marker is removed -- just before the last
+    # creation/deletion, which then regenerates once for all. If this run dies, the marker
+    # names a dead process, core ignores it, and the next run (or the host wrapper, which
+    # runs `mailman aliases` when it finds a marker) regenerates.
+    marker = defer_marker(core) if len(writes) > 1 else None
+    if marker is not None:
+        try:
+            marker.write_text(f"{os.getpid()}\n", encoding="ascii")
+        except OSError:
+            marker = None  # cannot write core's var_dir: core regenerates per list, as stock
 
     # One request at a time, on purpose: with SQLite, core answers concurrent writes with
-    # 500s (lock upgrades between its two REST workers fail at once), and measured against
-    # core, 2 or 4 concurrent requests were not faster than 1 -- core's own work per list
-    # (regenerating the Postfix maps) is the bottleneck, not the round trips.
-    for entry in state.lists:
+    # 500s (lock upgrades between its two REST workers fail at once).
+    for i, entry in enumerate(state.lists):
+        if marker is not None and i == writes[-1]:
+            marker.unlink(missing_ok=True)
         tally.count(reconcile_list(core, entry, current.get(entry.address), owners, moderators))
 
 
@@ -703,14 +736,15 @@ def reconcile_social_apps(state: DesiredState, site: Site, tally: Tally) -> None
             tally.count("updated" if changed else "unchanged")
 
 
-def _core_data_dir(core: Core) -> Path:
+def _core_path(core: Core, name: str) -> Path:
+    """One of core's `[paths.<layout>]` directories (var_dir, data_dir, ...), expanded."""
     layout = core.call("system/configuration/mailman")["layout"]
     paths = core.call(f"system/configuration/paths.{quote(layout)}")
     values = {k: v for k, v in paths.items() if isinstance(v, str)}
     # Mailman expands $var_dir and friends itself; do the same, bounded.
     for _ in range(10):
         values = {k: string.Template(v).safe_substitute(values) for k, v in values.items()}
-    return Path(values["data_dir"])
+    return Path(values[name])
 
 
 def check_postfix_maps(state: DesiredState, core: Core, outcome: Outcome) -> None:
@@ -720,10 +754,11 @@ def check_postfix_maps(state: DesiredState, core: Core, outcome: Outcome) -> Non
     map is a failure that names the fix.
     """
     mta = core.call("system/configuration/mta")
-    if not str(mta.get("incoming", "")).startswith("mailman.mta.postfix."):
+    incoming = str(mta.get("incoming", ""))
+    if not (incoming.startswith("mailman.mta.postfix.") or incoming == DEFERRED_MTA):
         outcome.notes.append(f"postfix maps: not checked (Mailman's MTA is {mta['incoming']})")
         return
-    data_dir = _core_data_dir(core)
+    data_dir = _core_path(core, "data_dir")
     lmtp, domains = data_dir / "postfix_lmtp", data_dir / "postfix_domains"
     try:
         lmtp_text, domains_text = lmtp.read_text(), domains.read_text()

@@ -11,15 +11,30 @@ set -euo pipefail
 python=${MAILMAN_RECONCILE_PYTHON:?MAILMAN_RECONCILE_PYTHON must be mailman-web\'s python}
 script=${MAILMAN_RECONCILE_SCRIPT:?MAILMAN_RECONCILE_SCRIPT must be mailman_reconcile.py}
 web_user=${MAILMAN_WEB_USER:?MAILMAN_WEB_USER must be the mailman-web user}
+mailman=${MAILMAN_RECONCILE_MAILMAN:?MAILMAN_RECONCILE_MAILMAN must be core\'s mailman command}
+marker=${MAILMAN_RECONCILE_MARKER:?MAILMAN_RECONCILE_MARKER must be the deferral marker path}
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "mailman-reconcile: run it as root (it switches to $web_user itself)" >&2
   exit 1
 fi
 
+# The program defers core's Postfix map regeneration while it creates lists (a marker file
+# in core's var_dir, see mailman_deferred_mta.py) and removes the marker before its last
+# creation, which regenerates the maps. A marker found here belongs to a run that died or
+# failed before that: regenerate the maps as core's user, then drop the marker.
+regenerate_if_deferred() {
+  if [[ -e $marker ]]; then
+    echo "mailman-reconcile: regenerating the Postfix maps (a reconcile left them deferred)"
+    runuser -u "${MAILMAN_RECONCILE_CORE_USER:-mailman}" -- "$mailman" aliases
+    rm -f -- "$marker"
+  fi
+}
+
 # mailman-web's settings create a logs directory in the working directory; this is the one the
 # module's own units use.
 cd "${MAILMAN_RECONCILE_WORKDIR:-/var/lib/mailman-web}"
+regenerate_if_deferred
 
 # The same environment the module's mailman-web command builds (mailman_web.manage.setup):
 # settings.py from /etc/mailman3 as the module "settings".
@@ -32,6 +47,7 @@ runuser -u "$web_user" -- env -i \
   DJANGO_SETTINGS_MODULE=settings \
   PYTHONPATH=/etc/mailman3 \
   "$python" "$script" "$@" || status=$?
+regenerate_if_deferred
 
 # 10: converged, and the Django Site was renamed (first deploy, or a new hostname). Every running
 # web worker caches the Site, and the program (the web user) cannot restart them; root can. The

@@ -39,6 +39,9 @@ def stand_in() -> Iterator[Path]:
         'echo "leaked=${LEAKED-unset}"\n'
     )
     python.chmod(0o755)
+    mailman = directory / "mailman"
+    mailman.write_text('#!/bin/sh\necho "mailman $* as $(id -un)"\n')
+    mailman.chmod(0o755)
     yield directory
     shutil.rmtree(directory)
 
@@ -54,6 +57,9 @@ def run(
             "MAILMAN_RECONCILE_PYTHON": str(stand_in / "python"),
             "MAILMAN_RECONCILE_SCRIPT": "/etc/nixos/mailman_reconcile.py",
             "MAILMAN_WEB_USER": "nobody",
+            "MAILMAN_RECONCILE_MAILMAN": str(stand_in / "mailman"),
+            "MAILMAN_RECONCILE_MARKER": str(stand_in / "marker"),
+            "MAILMAN_RECONCILE_CORE_USER": "nobody",
             "MAILMAN_RECONCILE_WORKDIR": str(stand_in),
             "LEAKED": "the caller's environment",
             **env,
@@ -150,6 +156,9 @@ def test_refuses_to_run_without_root(stand_in: Path) -> None:
             "MAILMAN_RECONCILE_PYTHON": str(stand_in / "python"),
             "MAILMAN_RECONCILE_SCRIPT": "/etc/nixos/mailman_reconcile.py",
             "MAILMAN_WEB_USER": "nobody",
+            "MAILMAN_RECONCILE_MAILMAN": str(stand_in / "mailman"),
+            "MAILMAN_RECONCILE_MARKER": str(stand_in / "marker"),
+            "MAILMAN_RECONCILE_CORE_USER": "nobody",
         },
         capture_output=True,
         text=True,
@@ -163,3 +172,20 @@ def test_missing_setting_from_the_nix_wrapper_is_named(stand_in: Path) -> None:
     result = run(stand_in, MAILMAN_RECONCILE_SCRIPT="")
     assert result.returncode != 0
     assert "MAILMAN_RECONCILE_SCRIPT must be mailman_reconcile.py" in result.stderr
+
+
+@needs_root
+def test_a_marker_left_by_a_dead_run_makes_core_regenerate_the_maps(stand_in: Path) -> None:
+    # A reconcile killed while it deferred core's map regeneration leaves its marker behind.
+    (stand_in / "marker").write_text("999999\n")
+    result = run(stand_in, stdin="{}")
+    assert result.returncode == 0, result.stderr
+    assert "mailman aliases as nobody" in result.stdout.splitlines()
+    assert not (stand_in / "marker").exists()
+
+
+@needs_root
+def test_no_marker_no_regeneration(stand_in: Path) -> None:
+    result = run(stand_in, stdin="{}")
+    assert result.returncode == 0, result.stderr
+    assert "mailman aliases" not in result.stdout

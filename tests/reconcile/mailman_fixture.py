@@ -36,7 +36,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = Path(__file__).with_name("mailman-requirements.txt")
-RECONCILE_PROGRAM = REPO / "nixos" / "mailman_reconcile.py"
+NIXOS_DIR = REPO / "nixos"
+RECONCILE_PROGRAM = NIXOS_DIR / "mailman_reconcile.py"
 REST_USER = "restadmin"
 CORE_START_TIMEOUT = 90.0
 REQUIRED_TOOLS = ("postmap", "sassc")
@@ -245,6 +246,8 @@ class MailmanSite:
     #: "sqlite" (the tests: files in the site directory) or "postgresql" (a private server in
     #: the site directory, as on the production host).
     database: str = "sqlite"
+    # What the host configures (nixos/reconcile.nix); "mailman.mta.postfix.LMTP" is stock core.
+    mta_class: str = "mailman_deferred_mta.DeferredLMTP"
     _web: subprocess.Popen[bytes] | None = None
     _postgres: PostgresServer | None = None
 
@@ -313,7 +316,7 @@ class MailmanSite:
             workers: 2
 
             [mta]
-            incoming: mailman.mta.postfix.LMTP
+            incoming: {self.mta_class}
             outgoing: mailman.mta.deliver.deliver
             lmtp_host: 127.0.0.1
             lmtp_port: {self.lmtp_port}
@@ -390,6 +393,9 @@ class MailmanSite:
         # var/ (SQLite database, logs) into its working directory (mailman/core/initialize.py,
         # search_for_configuration_file); this points every such start at the site's own config.
         env["MAILMAN_CONFIG_FILE"] = str(self.core_cfg)
+        # Core imports its MTA class (nixos/mailman_deferred_mta.py) from here, as the host's
+        # core environment has it installed (nixos/reconcile.nix).
+        env["PYTHONPATH"] = str(NIXOS_DIR)
         return env
 
     def wait_ready(self) -> None:
