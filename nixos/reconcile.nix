@@ -4,16 +4,6 @@
 { config, pkgs, ... }:
 let
   cfg = config.services.mailman;
-  # Core's MTA class that defers the Postfix map regeneration while the reconcile creates
-  # lists (./mailman_deferred_mta.py), as a Python module of core's interpreter.
-  deferredMta =
-    python:
-    python.pkgs.toPythonModule (
-      pkgs.runCommand "mailman-deferred-mta" { } ''
-        mkdir -p $out/${python.sitePackages}
-        cp ${./mailman_deferred_mta.py} $out/${python.sitePackages}/mailman_deferred_mta.py
-      ''
-    );
   # The same arguments as the mailman module's own buildEnvs call, hence the same store path:
   # Django, Postorius, HyperKitty, allauth and psycopg2 exactly as uwsgi runs them.
   inherit
@@ -52,31 +42,4 @@ let
 in
 {
   environment.systemPackages = [ reconcile ];
-
-  # Core loads its MTA class by the dotted path in `[mta] incoming` (mailman/app/lifecycle.py
-  # lines 102 and 124, Mailman 3.3.10). The module's mailmanEnv -- ExecStart of mailman.service,
-  # the runners it forks (sys.executable, mailman/bin/master.py:393-401) and the `mailman`
-  # command of mailman-tools -- comes from packageSet.buildEnvs (nixos/modules/services/mail/
-  # mailman.nix, nixos-26.05); packageSet is extensible (pkgs/servers/mail/mailman/default.nix,
-  # lib.makeExtensible), and mailmanEnv is python3.withPackages, i.e. buildEnv.override
-  # { extraLibs } (pkgs/development/interpreters/python/with-packages.nix), so one more
-  # extraLibs entry puts the class on every core interpreter's path.
-  services.mailman.packageSet = pkgs.mailmanPackages.extend (
-    final: prev: {
-      buildEnvs =
-        args:
-        let
-          envs = prev.buildEnvs args;
-        in
-        envs
-        // {
-          mailmanEnv = envs.mailmanEnv.override (old: {
-            extraLibs = old.extraLibs ++ [ (deferredMta final.python3) ];
-          });
-        };
-    }
-  );
-  # The stock class, mailman.mta.postfix.LMTP, with creation/deletion deferring to a running
-  # reconcile (nixos/mailman_deferred_mta.py); the module's own mta.configuration stays.
-  services.mailman.settings.mta.incoming = "mailman_deferred_mta.DeferredLMTP";
 }

@@ -18,7 +18,10 @@ pkgs.testers.runNixOSTest {
   nodes.machine =
     { pkgs, ... }:
     {
-      imports = [ ../site.nix ];
+      imports = [
+        ../site.nix
+        ../deferred-postfix-maps.nix
+      ];
       _module.args.deployment = deployment;
       system.stateVersion = "26.05";
       networking.domain = deployment.domain;
