@@ -522,6 +522,22 @@ class MailmanSite:
         process.stdin.close()
         return process
 
+    def kill_reconcile_after(self, state: dict[str, Any], created: int,
+                             timeout: float = 120) -> int:
+        """Start the reconcile, SIGKILL it once `created` new lists exist; how many it made."""
+        before = len(self.rest("lists").get("entries", []))
+        process = self.start_reconcile(state)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline and process.poll() is None:
+            seen = len(self.rest("lists").get("entries", [])) - before
+            if seen >= created:
+                process.kill()
+                break
+            time.sleep(0.02)
+        process.wait()
+        return seen
+
 
 def dump_database(path: Path) -> list[str]:
     """Every row and schema statement of an SQLite database, to compare two states."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import time
 from typing import Any
 
 import pytest
@@ -101,21 +100,6 @@ def test_a_live_marker_defers_until_the_next_regeneration(mailman_site: MailmanS
     assert {"deferred@example.org", "after@example.org"} <= routed(mailman_site)
 
 
-def kill_after(site: MailmanSite, state: dict[str, Any], created: int) -> int:
-    before = len(site.rest("lists")["entries"])
-    process = site.start_reconcile(state)
-    deadline = time.monotonic() + 120
-    seen = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        seen = len(site.rest("lists").get("entries", [])) - before
-        if seen >= created:
-            process.kill()
-            break
-        time.sleep(0.02)
-    process.wait()
-    return seen
-
-
 @pytest.mark.parametrize("created", [1, 10, 35])
 def test_a_kill_mid_creation_converges_on_the_next_run(mailman_site: MailmanSite, created: int):
     state = copy.deepcopy(STATE_A)
@@ -124,7 +108,7 @@ def test_a_kill_mid_creation_converges_on_the_next_run(mailman_site: MailmanSite
          "owners": [f"o{i}-{k}@example.org" for k in range(3)], "moderators": [],
          "settings": {"description": f"Kill test list {i}"}}
         for i in range(LISTS)]
-    seen = kill_after(mailman_site, state, created)
+    seen = mailman_site.kill_reconcile_after(state, created)
     assert 0 < seen < LISTS, f"the kill did not land mid-run ({seen} lists created)"
     # The killed run deferred the maps: the lists it created are not routed yet.
     done = run(mailman_site, state)

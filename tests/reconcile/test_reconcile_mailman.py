@@ -185,17 +185,7 @@ class KilledRun:
 @pytest.fixture(scope="module")
 def killed_run(mailman_site: MailmanSite, edited_run: Run) -> KilledRun:
     state = bulk_state(40)
-    before = len(mailman_site.rest("lists")["entries"])
-    process = mailman_site.start_reconcile(state)
-    deadline = time.monotonic() + 60
-    created = 0
-    while time.monotonic() < deadline and process.poll() is None:
-        created = len(mailman_site.rest("lists").get("entries", [])) - before
-        if created >= 3:
-            process.kill()
-            break
-        time.sleep(0.05)
-    process.wait()
+    created = mailman_site.kill_reconcile_after(state, 3, timeout=60)
     assert 0 < created < 40, f"the kill did not land mid-run ({created} lists created)"
     return KilledRun(created, run(mailman_site, state), run(mailman_site, state))
 
