@@ -24,6 +24,9 @@ if _NIXOS not in sys.path:
     sys.path.append(_NIXOS)
 import mailman_list_rules as rules  # noqa: E402
 
+# Mailman's address rule, for the other settings that become Mailman addresses (adminEmail).
+is_mailman_address = rules.is_mailman_address
+
 NormalizedList = dict[str, Any]
 
 
@@ -47,13 +50,6 @@ class _Entry:
 
     def error(self, field: str, value: object, expected: str) -> ListsError:
         return ListsError(f"{self.file}: list {self.label}: {field}: {value!r} is not {expected}")
-
-
-def _check_email(entry: _Entry, field: str, value: object) -> str:
-    try:
-        return rules.address(value)
-    except rules.RuleError as error:
-        raise entry.error(field, value, str(error)) from None
 
 
 def _check_setting(entry: _Entry, field: str, value: object) -> object:

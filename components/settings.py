@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
-from components.lists import ListsError, NormalizedList, load_lists
+from components.lists import ListsError, NormalizedList, is_mailman_address, load_lists
 
 NAMESPACE = "mailman"
 DKIM_SELECTOR = "mailman"
@@ -116,7 +116,6 @@ LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _FQDN = re.compile(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)+[a-z]{{2,63}}$")
 _NIXOS_RELEASE = re.compile(r"^nixos-[0-9]{2}\.(05|11)$")
-_LOCAL_PART = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}$")
 _DJANGO_USERNAME = re.compile(r"^[A-Za-z0-9@.+_-]{1,150}$")
 _PROVIDER_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _SSH_KEY_TYPES = (
@@ -266,7 +265,10 @@ def _email(key: str, value: object) -> str:
     if not isinstance(value, str) or value.count("@") != 1:
         fail(key, value, expected)
     local, _, domain = value.strip().partition("@")
-    if not _LOCAL_PART.match(local) or local.startswith(".") or ".." in local:
+    # Mailman's own address rule (nixos/mailman_list_rules.py): adminEmail becomes the
+    # superuser's address and every list's default owner. The domain must also be a name
+    # ACME, DMARC reports and the DNS records can use.
+    if not is_mailman_address(value.strip()):
         fail(key, value, expected)
     if not domain.isascii() or not _FQDN.match(domain.lower()):
         fail(key, value, expected)

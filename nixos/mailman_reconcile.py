@@ -49,7 +49,6 @@ EXIT_FAILED = 3
 #: must be restarted by the caller (this program runs as the web user and cannot).
 EXIT_RESTART_WEB = 10
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 REST_TIMEOUT_SECONDS = 60
 
@@ -127,7 +126,7 @@ def _string(value: object, where: str, *, secret: bool = False) -> str:
 
 
 def _email(value: object, where: str) -> str:
-    if not isinstance(value, str) or not EMAIL_RE.match(value):
+    if not isinstance(value, str) or not rules.is_mailman_address(value):
         raise invalid(f"{where} must be an e-mail address like name@example.org, not "
                       f"{json.dumps(value)}")
     return value

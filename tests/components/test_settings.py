@@ -33,6 +33,8 @@ BAD_INPUTS = [
     ({"adminEmail": "postmaster"}, (), "adminEmail", "e-mail address"),
     ({"adminEmail": "post master@example.org"}, (), "adminEmail", "e-mail address"),
     ({"adminEmail": "a@b@example.org"}, (), "adminEmail", "e-mail address"),
+    # Accepted by RFC 5322 but not by Mailman (it becomes the superuser and default list owner).
+    ({"adminEmail": "a|b@example.org"}, (), "adminEmail", "e-mail address"),
     ({"mailDomains": "example.org"}, (), "mailDomains", "list of domain names"),
     ({"mailDomains": []}, (), "mailDomains", "non-empty list"),
     ({"mailDomains": ["example.org", "example.org"]}, (), "mailDomains", "listed once"),
