@@ -288,7 +288,16 @@ class Host(pulumi.ComponentResource):
         ).apply(lambda keys: installer.user_data(str(keys[0]), str(keys[1])))
         # Holds the SSH host private key.
         secret_user_data: pulumi.Output[str] = pulumi.Output.secret(user_data)
-        resize_stop = self._resize_stop(name, settings, facts, deploy_key, host_key)
+        # root@ the primary IPv4 (not the server: it outlives it) with the deploy key.
+        self.connection = connect(
+            host=self.ipv4_address,
+            private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
+            # No trust on first use: only the stack's host key is accepted.
+            host_key=self.ssh_host_public_key,
+            budget=RUNNING_HOST,
+        )
+
+        resize_stop = self._resize_stop(name, settings, facts)
         self.server = hcloud.Server(
             f"{name}-server",
             name=settings.hostname,
@@ -356,14 +365,6 @@ class Host(pulumi.ComponentResource):
         ]
 
         # Every command on the running host: an SSH problem fails it within minutes (ssh.py).
-        self.connection = connect(
-            host=self.ipv4_address,
-            private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
-            # No trust on first use: only the stack's host key is accepted.
-            host_key=self.ssh_host_public_key,
-            budget=RUNNING_HOST,
-        )
-
         # The installation, over SSH on the fresh Debian (which serves the pinned key from its
         # first boot). Its script is the CURRENT installer, so a replaced server gets it too; on
         # NixOS it does nothing, so a changed installer never touches a live host. Every later
@@ -418,12 +419,7 @@ class Host(pulumi.ComponentResource):
         )
 
     def _resize_stop(
-        self,
-        name: str,
-        settings: Settings,
-        facts: PreflightFacts | None,
-        deploy_key: tls.PrivateKey,
-        host_key: tls.PrivateKey,
+        self, name: str, settings: Settings, facts: PreflightFacts | None
     ) -> command.remote.Command | None:
         """Only in the `pulumi up` that changes the running server's type: stop services first."""
         if facts is None or facts.existing is None or not facts.resizes:
@@ -435,14 +431,8 @@ class Host(pulumi.ComponentResource):
         old_type, new_type = facts.existing.server_type, settings.server_type
         stop = command.remote.Command(
             f"{name}-resize-stop",
-            # The server is running: the ordinary budget (the host's connection is made after the
-            # server, which depends on this command).
-            connection=connect(
-                host=self.ipv4_address,
-                private_key=pulumi.Output.secret(deploy_key.private_key_openssh),
-                host_key=host_key.public_key_openssh.apply(str.strip),
-                budget=RUNNING_HOST,
-            ),
+            # The server is running: the ordinary budget.
+            connection=self.connection,
             create=resize_stop_script(old_type, new_type),
             add_previous_output_in_env=False,
             triggers=[new_type],
