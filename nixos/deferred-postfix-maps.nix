@@ -1,14 +1,16 @@
 # Core's MTA class that defers the Postfix map regeneration while the reconcile creates lists
 # (./mailman_deferred_mta.py; issue 9: creating N lists costs O(N) instead of O(N^2)).
 #
-# STAGED: the VM test (tests/mailman-site.nix) imports this module, production hosts do not yet.
-# The package-set override below follows the nixpkgs sources but has never been evaluated or
-# built in this project's CI (no nixpkgs there); a wrong expression would fail the host's build.
-# Once the nixos-vm-test workflow has passed with it, import it from ./site.nix. Without it the
-# reconcile sees core's stock class and creates lists the stock way (correct, only slower).
+# Imported by ./site.nix. No nixpkgs tree exists where our tests run: the override is evaluated
+# against a model of the nixpkgs pieces it relies on (tests/nixos/models/mailman-package-set.nix,
+# tests/nixos/test_nixos_deferred_mta_wiring.py) and built for real by the nixos-vm-test
+# workflow. A build failure stops the switch before anything on the host changes.
 { pkgs, ... }:
 let
-  # ./mailman_deferred_mta.py as a Python module of core's interpreter.
+  # ./mailman_deferred_mta.py as a Python module of core's interpreter: the env keeps only
+  # `requiredPythonModules extraLibs`, i.e. derivations whose pythonModule is that interpreter
+  # (pkgs/development/interpreters/python/wrapper.nix, python-packages-base.nix); toPythonModule
+  # sets it, a plain runCommand would be dropped without a word.
   deferredMta =
     python:
     python.pkgs.toPythonModule (

@@ -11,17 +11,17 @@ reconcile program (nixos/mailman_reconcile.py) has a *live* marker in core's var
 holding the process id of the running reconcile. The reconcile removes the marker before its
 last list creation or deletion, so that one regenerates the maps for all lists.
 
-Crash safety: a marker whose process is gone (the reconcile was killed) is ignored, so core
-is back to the stock behaviour at once; the marker itself is stale, and whoever finds it
-regenerates the maps (`mailman aliases`, run by the host's mailman-reconcile wrapper before
-and after the program). `regenerate` (used by `mailman aliases` and `mailman start`,
-mailman/commands/cli_aliases.py:40, cli_control.py:109) is never deferred.
+Crash safety: a marker whose process is gone (the reconcile was killed) or is another program
+(its pid reused) is ignored, so core is back to the stock behaviour at once. The marker itself
+is stale; the host's mailman-reconcile wrapper regenerates the maps (`mailman aliases`) when it
+finds one, and the next reconcile removes it. `regenerate` (used by `mailman aliases` and
+`mailman start`, mailman/commands/cli_aliases.py:40, cli_control.py:109) is never deferred.
 
-Installed into core's Python environment by nixos/reconcile.nix; written for Mailman 3.3.10,
-whose `IMailTransportAgentLifecycle` (mailman/interfaces/mta.py) is create/delete/regenerate.
+Installed into core's Python environment by nixos/deferred-postfix-maps.nix; written for
+Mailman 3.3.10, whose `IMailTransportAgentLifecycle` (mailman/interfaces/mta.py) is
+create/delete/regenerate.
 """
 
-import os
 from pathlib import Path
 
 from mailman.config import config
@@ -30,6 +30,8 @@ from mailman.mta.postfix import LMTP
 # The file name in core's var_dir. The reconcile program runs in mailman-web's environment,
 # not core's, so it cannot import this module: it repeats the name, and a test checks both.
 MARKER = "reconcile-defers-postfix-maps"
+# The reconcile's file name, part of its process's command line (python .../mailman_reconcile.py).
+RECONCILE_PROGRAM = "mailman_reconcile.py"
 
 
 def marker_path() -> Path:
@@ -42,13 +44,17 @@ def deferring() -> bool:
         pid = int(marker_path().read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return False  # none, unreadable or half-written: regenerate, the safe side
+    if pid <= 0:
+        return False
+    # The process must still be the reconcile: a killed run's pid can be reused by anything.
+    # /proc/PID/cmdline is world-readable (no hidepid on our hosts), whoever runs the process.
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
         return False  # the reconcile is gone (killed): stock behaviour
-    except PermissionError:
-        return True  # alive, as another user (the reconcile runs as the web user)
-    return pid > 0
+    except OSError:
+        return True  # exists, but unreadable here: keep deferring, the reconcile regenerates
+    return RECONCILE_PROGRAM.encode() in command_line
 
 
 class DeferredLMTP(LMTP):  # type: ignore[misc]

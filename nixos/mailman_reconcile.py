@@ -18,6 +18,7 @@ docs/reconcile.md. Nothing secret is ever printed.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -681,7 +682,35 @@ def defer_marker(core: Core) -> Path | None:
     return _core_path(core, "var_dir") / DEFER_MARKER
 
 
-def reconcile_lists(state: DesiredState, core: Core, tally: Tally) -> None:
+def _marker_holder(marker: Path) -> int | None:
+    """The pid of the running reconcile the marker names; None when it names none."""
+    try:
+        pid = int(marker.read_text(encoding="ascii").strip())
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    # The pid of a run that died may be reused by any process: it must still be this program.
+    return pid if Path(__file__).name.encode() in command_line else None
+
+
+def take_over_marker(marker: Path) -> None:
+    """Drop a marker a dead run left; refuse while another reconcile is changing lists.
+
+    A dead run's marker must not stay: core's class would defer for whatever reconcile gets
+    its pid next. (The host wrapper regenerates the maps before this program starts.)
+    """
+    holder = _marker_holder(marker)
+    if holder is not None and holder != os.getpid():
+        raise ReconcileError(
+            f"another reconcile (pid {holder}) is changing lists; run again when it has finished",
+            EXIT_FAILED)
+    with contextlib.suppress(OSError):  # unwritable var_dir: nothing of ours can defer either
+        marker.unlink(missing_ok=True)
+
+
+def reconcile_lists(state: DesiredState, core: Core, tally: Tally,
+                    marker: Path | None = None) -> None:
+    """Bring every list to its entry; `marker` (see defer_marker) defers core's map rebuilds."""
     current = {entry["fqdn_listname"].lower(): entry for entry in core.entries("lists")}
     owners = Roster.fetch(core, "owner")
     moderators = Roster.fetch(core, "moderator")
@@ -692,12 +721,13 @@ def reconcile_lists(state: DesiredState, core: Core, tally: Tally) -> None:
     # creation/deletion, which then regenerates once for all. If this run dies, the marker
     # names a dead process, core ignores it, and the next run (or the host wrapper, which
     # runs `mailman aliases` when it finds a marker) regenerates.
-    marker = defer_marker(core) if len(writes) > 1 else None
-    if marker is not None:
+    if marker is not None and len(writes) > 1:
         try:
             marker.write_text(f"{os.getpid()}\n", encoding="ascii")
         except OSError:
             marker = None  # cannot write core's var_dir: core regenerates per list, as stock
+    else:
+        marker = None
 
     # One request at a time, on purpose: with SQLite, core answers concurrent writes with
     # 500s (lock upgrades between its two REST workers fail at once).
@@ -842,10 +872,13 @@ def reconcile(state: DesiredState, core: Core) -> Outcome:
     # Reachability first, so a down core fails before anything is written.
     core.call("system/versions")
     check_languages(state, core)
+    marker = defer_marker(core)
+    if marker is not None:
+        take_over_marker(marker)  # before any write: refuses while another run is changing lists
     reconcile_superuser(state, outcome.tally("superuser"))
     site = reconcile_site(state, outcome)
     reconcile_domains(state, core, site, outcome.tally("domains"))
-    reconcile_lists(state, core, outcome.tally("lists"))
+    reconcile_lists(state, core, outcome.tally("lists"), marker)
     reconcile_social_apps(state, site, outcome.tally("social apps"))
     check_postfix_maps(state, core, outcome)
     return outcome

@@ -13,6 +13,7 @@
     ./backup.nix
     ./health.nix
     ./reconcile.nix
+    ./deferred-postfix-maps.nix
   ];
 
   assertions = [

@@ -20,7 +20,6 @@ pkgs.testers.runNixOSTest {
     {
       imports = [
         ../site.nix
-        ../deferred-postfix-maps.nix
       ];
       _module.args.deployment = deployment;
       system.stateVersion = "26.05";

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,6 +37,11 @@ def test_core_loads_our_mta_class(mailman_site: MailmanSite) -> None:
     module, _, name = DEFERRED_MTA.rpartition(".")
     assert (NIXOS_DIR / f"{module}.py").exists()
     assert f"class {name}(" in (NIXOS_DIR / f"{module}.py").read_text()
+
+
+def test_core_recognises_the_program_by_its_file_name() -> None:
+    assert constant(NIXOS_DIR / "mailman_deferred_mta.py", "RECONCILE_PROGRAM") == \
+        RECONCILE_PROGRAM.name
 
 
 def test_program_and_core_name_the_same_marker() -> None:
@@ -89,30 +97,84 @@ def test_a_stale_marker_does_not_defer(mailman_site: MailmanSite):
         marker(mailman_site).unlink()
 
 
-def test_a_live_marker_defers_until_the_next_regeneration(mailman_site: MailmanSite):
-    marker(mailman_site).write_text(f"{os.getpid()}\n")
+@contextlib.contextmanager
+def process_named(*argv: str) -> Iterator[int]:
+    """A live process whose command line is `python -c ... ARGV`; its pid."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", *argv])
     try:
-        mailman_site.rest("lists", {"fqdn_listname": "deferred@example.org"})
-        assert "deferred@example.org" not in routed(mailman_site)
+        yield process.pid
     finally:
-        marker(mailman_site).unlink()
+        process.kill()
+        process.wait()
+
+
+def test_a_live_marker_defers_until_the_next_regeneration(mailman_site: MailmanSite):
+    with process_named(str(RECONCILE_PROGRAM)) as pid:
+        marker(mailman_site).write_text(f"{pid}\n")
+        try:
+            mailman_site.rest("lists", {"fqdn_listname": "deferred@example.org"})
+            assert "deferred@example.org" not in routed(mailman_site)
+        finally:
+            marker(mailman_site).unlink()
     mailman_site.rest("lists", {"fqdn_listname": "after@example.org"})
     assert {"deferred@example.org", "after@example.org"} <= routed(mailman_site)
 
 
-@pytest.mark.parametrize("created", [1, 10, 35])
-def test_a_kill_mid_creation_converges_on_the_next_run(mailman_site: MailmanSite, created: int):
+def test_a_marker_whose_pid_was_reused_does_not_defer(mailman_site: MailmanSite):
+    # A killed reconcile's pid now belongs to some other program: core regenerates as stock.
+    with process_named("some-other-program") as pid:
+        marker(mailman_site).write_text(f"{pid}\n")
+        try:
+            mailman_site.rest("lists", {"fqdn_listname": "reused@example.org"})
+            assert "reused@example.org" in routed(mailman_site)
+        finally:
+            marker(mailman_site).unlink()
+
+
+def test_the_program_refuses_while_another_reconcile_holds_the_marker(mailman_site: MailmanSite):
+    state = kill_state("busy", 3)
+    before = mailman_site.list_count()
+    with process_named(str(RECONCILE_PROGRAM)) as pid:
+        marker(mailman_site).write_text(f"{pid}\n")
+        try:
+            done = run(mailman_site, state)
+        finally:
+            marker(mailman_site).unlink()
+    assert done.returncode == 3
+    assert done.stderr.strip().splitlines() == [
+        f"mailman-reconcile: another reconcile (pid {pid}) is changing lists; "
+        "run again when it has finished"]
+    assert mailman_site.list_count() == before
+
+
+def kill_state(prefix: str, lists: int) -> dict[str, Any]:
     state = copy.deepcopy(STATE_A)
     state["lists"] = [
-        {"address": f"kill{created}-{i:02d}@example.org", "absent": False,
+        {"address": f"{prefix}-{i:04d}@example.org", "absent": False,
          "owners": [f"o{i}-{k}@example.org" for k in range(3)], "moderators": [],
          "settings": {"description": f"Kill test list {i}"}}
-        for i in range(LISTS)]
-    seen = mailman_site.kill_reconcile_after(state, created)
-    assert 0 < seen < LISTS, f"the kill did not land mid-run ({seen} lists created)"
+        for i in range(lists)]
+    return state
+
+
+def assert_killed_run_converges(site: MailmanSite, state: dict[str, Any], created: int) -> None:
+    lists = len(state["lists"])
+    seen = site.kill_reconcile_after(state, created, timeout=600)
+    assert 0 < seen < lists, f"the kill did not land mid-run ({seen} of {lists} lists created)"
     # The killed run deferred the maps: the lists it created are not routed yet.
-    done = run(mailman_site, state)
+    done = run(site, state)
     assert done.returncode == 0, done.stderr
     assert "postfix maps: ok" in done.stdout
-    assert not marker(mailman_site).exists()
-    assert_whole(mailman_site, state)
+    assert not marker(site).exists()
+    assert_whole(site, state)
+
+
+# 1: right after the marker was written; LISTS - 1: between the marker's removal and the last
+# creation (the one that regenerates the maps for all).
+@pytest.mark.parametrize("created", [1, 10, 35, LISTS - 1])
+def test_a_kill_mid_creation_converges_on_the_next_run(mailman_site: MailmanSite, created: int):
+    assert_killed_run_converges(mailman_site, kill_state(f"kill{created}", LISTS), created)
+
+
+def test_a_kill_deep_into_a_thousand_list_creation_converges(mailman_site: MailmanSite):
+    assert_killed_run_converges(mailman_site, kill_state("kill-k", 1000), 700)
