@@ -443,12 +443,16 @@ def _listed(address: str, blocklist: Blocklist, resolver: dns.resolver.Resolver)
     )
     if answer is None:
         return Finding("blocklist", target, UNKNOWN, "the list did not answer", unknown_hint)
-    codes = [ipaddress.ip_address(r.to_text()) for r in answer]
+    codes = sorted(ipaddress.ip_address(r.to_text()) for r in answer)
     if not codes:
         return Finding("blocklist", target, OK, "not listed")
     listed = [c for c in codes if c in LOOPBACK and c not in BLOCKLIST_ERRORS]
     if not listed:
-        detail = f"the list refused the query ({', '.join(map(str, codes))}: an error code)"
+        answered = ", ".join(map(str, codes))
+        if all(c in BLOCKLIST_ERRORS for c in codes):
+            detail = f"the list refused the query ({answered}: an error code, not a listing)"
+        else:
+            detail = f"the list answered {answered}, which is no listing code"
         return Finding("blocklist", target, UNKNOWN, detail, unknown_hint)
     return Finding(
         "blocklist", target, FAIL, f"listed ({', '.join(map(str, listed))})",
