@@ -337,6 +337,7 @@ DNS_HINT = (
     "pulumi up rewrites the records in the Hetzner zone (dnsZone); for a zone managed elsewhere, "
     "create them as `pulumi stack output dnsRecords` lists them"
 )
+RESOLVER_HINT = "no resolver in /etc/resolv.conf answered (Hetzner's, nixos/hetzner.nix)"
 PTR_HINT = (
     "pulumi up sets the reverse DNS of both addresses to the hostname (Hetzner Console: "
     "Server > Networking > Reverse DNS)"
@@ -375,7 +376,9 @@ def check_dns(records: list[dict[str, Any]], resolver: dns.resolver.Resolver) ->
         answer = _answer(resolver, name, rdtype)
         target = f"{name} {rdtype}"
         if answer is None:
-            findings.append(Finding("dns", target, UNKNOWN, "no name server answered", DNS_HINT))
+            findings.append(
+                Finding("dns", target, UNKNOWN, "no name server answered", RESOLVER_HINT)
+            )
             continue
         have = sorted(_normal(rdtype, r) for r in answer)
         if have == want:
@@ -399,7 +402,8 @@ def check_ptr(
     for address in addresses:
         answer = _answer(resolver, dns.reversename.from_address(address).to_text(), "PTR")
         if answer is None:
-            findings.append(Finding("ptr", address, UNKNOWN, "no name server answered", PTR_HINT))
+            detail = "no name server answered"
+            findings.append(Finding("ptr", address, UNKNOWN, detail, RESOLVER_HINT))
             continue
         have = sorted(str(r.to_text()).rstrip(".").lower() for r in answer)
         if have == [hostname]:
