@@ -15,6 +15,7 @@ import datetime
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import pytest
 import test_nixos_health_script as health_standins
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from nixos_support import NIXOS
+from nixos_support import DOCUMENTS, NIXOS, evaluate_json, require_tool
 
 from components.dns_records import MtaStsPolicy, site_records, txt_presentation
 from tests.tools.conftest import (
@@ -621,3 +622,101 @@ def test_bad_configuration_is_one_line_naming_the_file(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert str(config) in result.stderr
+
+
+# --- nixos/status-report.nix writes the configuration the program reads -------------------------
+
+# The module evaluated for real by nix-instantiate, with only the few nixpkgs functions it calls
+# stubbed by builtins (writeText returns its text, so the configuration file is readable here).
+MODULE_HARNESS = """
+{ nixos, document }:
+let
+  deployment = import (nixos + "/deployment.nix") { documentPath = document; };
+  module = import (nixos + "/status-report.nix") {
+    inherit deployment;
+    config = {
+      services.postfix.package = "/postfix";
+      fileSystems."/srv/mailman-site" = {
+        device = deployment.dataVolume.device;
+        mountPoint = "/srv/mailman-site";
+      };
+    };
+    lib.findFirst =
+      pred: default: list:
+      let
+        found = builtins.filter pred list;
+      in
+      if found == [ ] then default else builtins.head found;
+    pkgs = {
+      writeText = name: text: text;
+      writeShellScriptBin = name: text: text;
+      python3.withPackages = f: "/python";
+    };
+  };
+in
+{
+  inherit (module) systemd;
+  script = builtins.head module.environment.systemPackages;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def status_module(tmp_path_factory) -> dict:
+    nix_instantiate = require_tool("nix-instantiate")
+    harness = tmp_path_factory.mktemp("status-module") / "harness.nix"
+    harness.write_text(MODULE_HARNESS)
+    return evaluate_json(
+        nix_instantiate, "--readonly-mode", str(harness),
+        "--arg", "nixos", str(NIXOS), "--arg", "document", str(DOCUMENTS / "production.json"),
+    )  # fmt: skip
+
+
+def _configuration(status_module: dict) -> dict:
+    script = status_module["script"]
+    assert "-mailman_status_report.py --config " in script
+    text = script.split(" --config ", 1)[1].rsplit(' "$@"', 1)[0]
+    return json.loads(text)
+
+
+@pytest.mark.nix
+def test_module_writes_exactly_the_keys_the_program_reads(status_module):
+    configuration = _configuration(status_module)
+    read = set(re.findall(r'raw\["(\w+)"\]', PROGRAM.read_text()))
+    assert set(configuration) == read
+
+
+@pytest.mark.nix
+def test_module_configuration_comes_from_the_deployment_document(status_module, tmp_path):
+    configuration = _configuration(status_module)
+    document = json.loads((DOCUMENTS / "production.json").read_text())
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(configuration))
+    config = status.Config.read(path)
+
+    assert config.dns_records == document["dnsRecords"]
+    assert (config.hostname, config.admin_email) == (document["hostname"], document["adminEmail"])
+    assert (config.ipv4, config.ipv6) == (
+        document["network"]["ipv4Address"],
+        document["network"]["ipv6Address"],
+    )
+    assert config.certificate_names == [
+        "lists.example.org", "mta-sts.example.org", "mta-sts.lists.example.org",
+    ]  # fmt: skip
+    # The one definition of the backup timestamp (nixos/backup-last-success.nix).
+    assert config.last_backup_file == Path("/var/lib/mailman-backup/last-success")
+    assert config.volume == Path("/srv/mailman-site")
+    assert config.disks == [Path("/"), Path("/srv/mailman-site")]
+    assert config.postqueue_command == ["/postfix/sbin/postqueue", "-j"]
+    assert config.sendmail_command == ["/postfix/bin/sendmail"]
+    assert config.nameserver is None
+
+
+@pytest.mark.nix
+def test_module_runs_the_report_daily_as_a_oneshot_with_its_state_directory(status_module):
+    unit = status_module["systemd"]["services"]["mailman-site-status-report"]
+    assert unit["startAt"] == "*-*-* 06:40:00"
+    assert unit["serviceConfig"]["Type"] == "oneshot"
+    assert unit["serviceConfig"]["StateDirectory"] == "mailman-site-status"
+    state = _configuration(status_module)["stateFile"]
+    assert state.startswith("/var/lib/mailman-site-status/")
