@@ -145,9 +145,13 @@ class Config:
             dns_port=raw["dnsPort"],
         )
 
-    def resolver(self) -> dns.resolver.Resolver:
+    def resolver(self, resolv_conf: str = "/etc/resolv.conf") -> dns.resolver.Resolver:
         if self.nameserver is None:
-            resolver = dns.resolver.Resolver()
+            try:
+                resolver = dns.resolver.Resolver(filename=resolv_conf)
+            except dns.resolver.NoResolverConfiguration:
+                # No name server at all: every DNS check says UNKNOWN instead of crashing.
+                resolver = dns.resolver.Resolver(configure=False)
         else:
             resolver = dns.resolver.Resolver(configure=False)
             resolver.nameservers = [self.nameserver]

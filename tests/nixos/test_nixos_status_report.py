@@ -315,6 +315,19 @@ def test_no_name_server_makes_dns_unknown_not_failed():
     assert [f.level for f in findings] == ["UNKNOWN"]
 
 
+def test_a_host_without_any_name_server_reports_dns_unknown(tmp_path):
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("# no nameserver lines\n")
+    config = status.Config(
+        hostname=HOSTNAME, admin_email=ADMIN, ipv4=IPV4, ipv6=IPV6, dns_records=[],
+        certificate_names=[], https_port=443, last_backup_file=tmp_path, volume=tmp_path,
+        disks=[], state_file=tmp_path, health_command=[], postqueue_command=[],
+        sendmail_command=[], nameserver=None, dns_port=53,
+    )  # fmt: skip
+    resolver = config.resolver(str(resolv_conf))
+    assert [f.level for f in status.check_ptr(HOSTNAME, [IPV4], resolver)] == ["UNKNOWN"]
+
+
 def test_blocklist_query_names_reverse_octets_and_nibbles():
     assert status.blocklist_query(IPV4, "zen.spamhaus.org") == "10.113.0.203.zen.spamhaus.org"
     nibbles = status.blocklist_query(IPV6, "zen.spamhaus.org")
