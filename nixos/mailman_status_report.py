@@ -224,7 +224,10 @@ def _certificate(name: str, port: int, connect_to: str, now: datetime.datetime) 
         return Finding("certificate", name, FAIL, f"no TLS on {connect_to}:{port}: {error}", hint)
     if der is None:
         return Finding("certificate", name, FAIL, "the server sent no certificate", hint)
-    expires = x509.load_der_x509_certificate(der).not_valid_after_utc
+    try:
+        expires = x509.load_der_x509_certificate(der).not_valid_after_utc
+    except ValueError as error:
+        return Finding("certificate", name, FAIL, f"unreadable certificate: {error}", hint)
     days = (expires - now).days
     when = f"expires {expires:%Y-%m-%d %H:%M} UTC"
     if expires <= now:
@@ -287,7 +290,12 @@ def check_queue(
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         return Finding("queue", "postfix", FAIL, detail, HEALTH_HINTS["smtp"])
-    messages = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    try:
+        messages = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    except ValueError:
+        return Finding(
+            "queue", "postfix", FAIL, "postqueue -j printed no JSON", HEALTH_HINTS["smtp"]
+        )
     if not messages:
         return Finding("queue", "postfix", OK, "empty")
     oldest = min(messages, key=lambda m: int(m["arrival_time"]))
@@ -323,7 +331,11 @@ def check_disks(
         )
         findings.append(Finding("disk", str(volume), FAIL, "the data volume is not mounted", hint))
     for path in paths:
-        usage = shutil.disk_usage(path)
+        try:
+            usage = shutil.disk_usage(path)
+        except OSError as error:
+            findings.append(Finding("disk", str(path), FAIL, f"cannot measure: {error}"))
+            continue
         percent = round(100 * (usage.total - usage.free) / usage.total) if usage.total else 100
         detail = f"{percent}% used, {usage.free / 2**30:.1f} GiB free"
         if path == volume:
@@ -354,7 +366,7 @@ def _answer(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> list[Rda
         return list(resolver.resolve(name, rdtype, raise_on_no_answer=False) or [])
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return []
-    except (dns.exception.Timeout, dns.resolver.NoNameservers):
+    except dns.exception.DNSException:  # timeout, no name server answered, malformed answer
         return None
 
 
@@ -495,11 +507,9 @@ def read_state(path: Path) -> set[tuple[str, str, str]] | None:
     """The problems of the last report sent; None before the first one."""
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # unreadable: report afresh
-    return {(p[0], p[1], p[2]) for p in state["problems"]}
+        return {(str(p[0]), str(p[1]), str(p[2])) for p in state["problems"]}
+    except (OSError, ValueError, LookupError, TypeError):
+        return None  # missing or unreadable: report afresh
 
 
 def write_state(path: Path, findings: list[Finding], now: datetime.datetime) -> None:

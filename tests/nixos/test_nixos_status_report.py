@@ -253,6 +253,12 @@ def test_unmounted_volume_fails(tmp_path):
     assert levels(findings)[("disk", str(tmp_path))] == "FAIL"
 
 
+def test_a_disk_that_cannot_be_measured_fails(tmp_path):
+    [finding] = status.check_disks([tmp_path / "missing"], Path("/"))
+    assert finding.level == "FAIL"
+    assert "cannot measure" in finding.detail
+
+
 @pytest.mark.parametrize(
     ("warn", "fail", "level"), [(101, 102, "ok"), (0, 101, "WARN"), (0, 0, "FAIL")]
 )
@@ -613,6 +619,23 @@ def test_dry_run_neither_mails_nor_remembers(host):
     assert "dry run: no mail" in result.stdout
     assert not Path(str(host.config["stateFile"])).exists()
     assert host.postfix.messages() == []
+
+
+@pytest.mark.parametrize("text", ["", "not json", "{}", '{"problems": [1]}', "[]"])
+def test_an_unreadable_state_file_counts_as_no_report_yet(tmp_path, text):
+    state = tmp_path / "last-report.json"
+    state.write_text(text)
+    assert status.read_state(state) is None
+
+
+def test_state_round_trip_keeps_only_the_problem_keys(tmp_path):
+    state = tmp_path / "state" / "last-report.json"
+    findings = [
+        status.Finding("queue", "postfix", "WARN", "120 message(s)", "postqueue -p"),
+        status.Finding("dns", "example.org MX", "ok", "as published"),
+    ]
+    status.write_state(state, findings, NOW)
+    assert status.read_state(state) == {("queue", "postfix", "WARN")}
 
 
 def test_all_clear_subject_and_recovered_lines():
