@@ -528,7 +528,8 @@ def report_text(findings: list[Finding], previous: set[tuple[str, str, str]] | N
         lines.append(f"{finding.level:<7} {finding.check} {finding.target}: {finding.detail}")
         if finding.hint:
             lines.append(f"        fix: {finding.hint}")
-    recovered = sorted((previous or set()) - {f.key for f in current})
+    still = {(f.check, f.target) for f in current}  # a WARN that became a FAIL is not fixed
+    recovered = sorted(k for k in previous or set() if (k[0], k[1]) not in still)
     if recovered:
         lines += ["", "Fixed since the last report:"]
         lines += [f"  {check} {target} (was {level})" for check, target, level in recovered]

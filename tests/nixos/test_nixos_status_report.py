@@ -648,6 +648,15 @@ def test_all_clear_subject_and_recovered_lines():
     )
 
 
+def test_a_worse_level_is_a_change_but_not_a_fix():
+    fail = status.Finding(
+        "queue", "postfix", "FAIL", "postqueue: fatal", "systemctl status postfix"
+    )
+    text = status.report_text([fail], {("queue", "postfix", "WARN")})
+    assert "Fixed since" not in text
+    assert text.startswith("FAIL    queue postfix: postqueue: fatal\n        fix: systemctl")
+
+
 def test_bad_configuration_is_one_line_naming_the_file(tmp_path):
     config = tmp_path / "config.json"
     config.write_text("{}")
