@@ -765,3 +765,17 @@ def test_module_runs_the_report_daily_as_a_oneshot_with_its_state_directory(stat
     assert unit["serviceConfig"]["StateDirectory"] == "mailman-site-status"
     state = _configuration(status_module)["stateFile"]
     assert state.startswith("/var/lib/mailman-site-status/")
+
+
+def test_readme_states_the_programs_thresholds():
+    readme = (NIXOS.parent / "README.md").read_text()
+    paragraph = readme.split("**Daily status report.**", 1)[1].split("\n\n", 1)[0]
+    for stated in [
+        f"under {status.CERTIFICATE_WARN_DAYS} days",
+        f"after {status.BACKUP_MAX_AGE.total_seconds() / 3600:.0f} h",
+        f"{status.QUEUE_WARN_MESSAGES} messages",
+        f"older than {status.QUEUE_WARN_AGE.total_seconds() / 3600:.0f} h",
+        f"{status.DISK_WARN_PERCENT} %",
+        f"{status.DISK_FAIL_PERCENT} %",
+    ]:
+        assert stated in " ".join(paragraph.split()), stated
