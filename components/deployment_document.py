@@ -13,7 +13,7 @@ from typing import Any
 
 import pulumi
 
-from components.dns_records import MtaStsPolicy
+from components.dns_records import MtaStsPolicy, Record
 from components.settings import Settings
 
 SCHEMA_VERSION = 1
@@ -28,6 +28,7 @@ def deployment_document(
     ipv6_address: str,
     volume_device: str,
     ssh_authorized_keys: list[str],
+    dns_records: list[Record],
 ) -> dict[str, Any]:
     """The document as a dict, in the contract's key order."""
     mta_sts = MtaStsPolicy.for_certificates(acme_staging=settings.acme_staging)
@@ -52,6 +53,11 @@ def deployment_document(
         "sshAllowedIps": list(settings.ssh_allowed_ips),
         # The policy served at https://mta-sts.<domain>/; DNS publishes the hash of its text.
         "mtaSts": {"mode": mta_sts.mode, "maxAge": mta_sts.max_age},
+        # What the stack publishes (components/dns_records.py site_records), so the host's
+        # status report (nixos/mailman_status_report.py) can compare it with what DNS answers.
+        "dnsRecords": [
+            {"name": r.name, "type": r.type, "values": list(r.values)} for r in dns_records
+        ],
     }
 
 
@@ -67,9 +73,12 @@ def deployment_document_text(
     ipv6_address: pulumi.Input[str],
     volume_device: pulumi.Input[str],
     deploy_public_key: pulumi.Input[str],
+    dns_records: pulumi.Output[list[Record]],
 ) -> pulumi.Output[str]:
-    """The document's JSON text once the addresses, the volume and the deploy key are known."""
-    return pulumi.Output.all(ipv4_address, ipv6_address, volume_device, deploy_public_key).apply(
+    """The document's JSON text once addresses, volume, deploy key and records are known."""
+    return pulumi.Output.all(
+        ipv4_address, ipv6_address, volume_device, deploy_public_key, dns_records
+    ).apply(
         lambda v: render(
             deployment_document(
                 settings,
@@ -77,6 +86,7 @@ def deployment_document_text(
                 ipv6_address=str(v[1]),
                 volume_device=str(v[2]),
                 ssh_authorized_keys=[str(v[3]).strip(), *settings.ssh_public_keys],
+                dns_records=list(v[4]),
             )
         )
     )

@@ -60,6 +60,7 @@ class Dns(pulumi.ComponentResource):
     """Record sets in `settings.dns_zone` (none when it is unset) and the records as data."""
 
     records: pulumi.Output[list[dict[str, object]]]
+    published: pulumi.Output[list[Record]]
     record_sets: list[hcloud.ZoneRrset]
 
     def __init__(
@@ -77,6 +78,8 @@ class Dns(pulumi.ComponentResource):
             lambda v: _records(settings, str(v[0]), str(v[1]), str(v[2]))
         )
         self.records = computed.apply(lambda rs: [exported_record(r) for r in rs])
+        # The same records as values (TXT unquoted), for the deployment document.
+        self.published = computed
 
         self.record_sets = []
         zone = settings.dns_zone

@@ -100,6 +100,7 @@ class MailmanSite(pulumi.ComponentResource):
             ipv6_address=self.host.ipv6_address,
             volume_device=self.host.volume.linux_device,
             deploy_public_key=self.host.deploy_public_key,
+            dns_records=self.dns.published,
         )
 
         # Deploy chain: push nixos/ + deployment.json + secrets, switch with rollback

@@ -33,6 +33,7 @@ let
     "sshAuthorizedKeys"
     "sshAllowedIps"
     "mtaSts"
+    "dnsRecords"
   ];
   networkKeys = [
     "ipv4Address"
@@ -46,6 +47,11 @@ let
   mtaStsKeys = [
     "mode"
     "maxAge"
+  ];
+  dnsRecordKeys = [
+    "name"
+    "type"
+    "values"
   ];
 
   checkKeys =
@@ -127,6 +133,23 @@ let
       value
     else
       fail "mtaSts.maxAge" "an integer number of seconds between 86400 and 31557600";
+  # The records the stack publishes, for the status report to compare with what DNS answers.
+  dnsRecords =
+    if builtins.isList top.dnsRecords then
+      builtins.genList (
+        i:
+        let
+          where = "dnsRecords.${toString i}.";
+          record = checkKeys where dnsRecordKeys (builtins.elemAt top.dnsRecords i);
+        in
+        {
+          name = str "${where}name" record.name;
+          type = oneOf "${where}type" [ "A" "AAAA" "MX" "TXT" ] record.type;
+          values = nonEmpty "${where}values" (strList "${where}values" record.values);
+        }
+      ) (builtins.length top.dnsRecords)
+    else
+      fail "dnsRecords" "a list of objects";
   ipv6PrefixLength =
     if builtins.isInt network.ipv6PrefixLength then
       network.ipv6PrefixLength
@@ -142,6 +165,7 @@ in
     acmeStaging
     mailDomains
     socialLoginProviders
+    dnsRecords
     ;
   hostName = builtins.elemAt hostLabels 0;
   domain = builtins.elemAt hostLabels 1;

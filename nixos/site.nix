@@ -12,6 +12,7 @@
     ./hardening.nix
     ./backup.nix
     ./health.nix
+    ./status-report.nix
     ./reconcile.nix
     ./deferred-postfix-maps.nix
   ];

@@ -5,7 +5,8 @@
 # Boots site.nix (everything but the Hetzner machine) with ./deployment.json, then creates a
 # domain and a list, delivers one message through Postfix to the list and back out to a
 # subscriber (DKIM-signed), fetches Postorius and HyperKitty through nginx over HTTPS, reads the
-# MTA-STS policy from its own host, and runs the host commands the deploy chain relies on. nixpkgs is the channel the document names, so
+# MTA-STS policy from its own host, runs the host commands the deploy chain relies on, and the
+# daily status report twice (it mails once). nixpkgs is the channel the document names, so
 # the test builds the same release as production; pass --arg nixpkgs <path> to use a checkout.
 {
   deployment ? import ../deployment.nix { documentPath = ./deployment.json; },
@@ -149,5 +150,14 @@ pkgs.testers.runNixOSTest {
         assert "WARN  outbound" in report, report
         machine.fail("mailman-site-health --bogus")
         machine.succeed("command -v mailman-reconcile")
+
+    with subtest("daily status report: the first run mails adminEmail, an unchanged one does not"):
+        machine.succeed("systemctl cat mailman-site-status-report.timer")
+        journal = "journalctl -u mailman-site-status-report.service --no-pager"
+        machine.succeed("systemctl start mailman-site-status-report.service")
+        assert "report mailed to ${deployment.adminEmail}" in machine.succeed(journal)
+        machine.succeed("systemctl start mailman-site-status-report.service")
+        assert "status unchanged: no mail" in machine.succeed(journal)
+        print(machine.succeed("mailman-site-status-report --dry-run"))
   '';
 }

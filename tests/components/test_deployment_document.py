@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from components.deployment_document import SCHEMA_FILE
+from components.dns_records import txt_presentation
 from tests.components.conftest import BASE
 from tests.harness import (
     MOCK_ED25519_PUBLIC,
@@ -77,3 +78,19 @@ def test_document_asks_for_an_enforced_mta_sts_policy_with_real_certificates(zon
 def test_document_asks_for_a_testing_mta_sts_policy_on_acme_staging():
     run = run_program({**BASE, "acmeStaging": True})
     assert _document(run)["mtaSts"] == {"mode": "testing", "maxAge": 86400}
+
+
+def test_document_carries_the_records_the_stack_publishes(zoned_run):
+    # The Dns component's own records (TXT in zone-file quoting there, the plain text here).
+    dns = zoned_run.one("mailman:dns:Dns")
+    exported = zoned_run.component_outputs[dns.urn]["records"]
+    published = _document(zoned_run)["dnsRecords"]
+    assert [(r["name"], r["type"]) for r in published] == [
+        (r["name"], r["type"]) for r in exported
+    ]
+    for mine, theirs in zip(published, exported, strict=True):
+        if mine["type"] == "TXT":
+            assert [txt_presentation(v) for v in mine["values"]] == theirs["values"]
+        else:
+            assert mine["values"] == theirs["values"]
+    assert {"name": "lists.example.org", "type": "A", "values": [MOCK_IPV4]} in published

@@ -69,6 +69,7 @@ def test_production_document_becomes_these_values(evaluate) -> None:
             "policy": "version: STSv1\nmode: enforce\nmx: lists.example.org\nmax_age: 604800\n",
             "hosts": ["mta-sts.example.org", "mta-sts.lists.example.org"],
         },
+        "dnsRecords": json.loads((DOCUMENTS / "production.json").read_text())["dnsRecords"],
     }
 
 
@@ -126,6 +127,13 @@ def _broken(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("mtaSts.mode", "none", "deployment.json: mtaSts.mode: expected one of enforce, testing"),
         ("mtaSts.maxAge", 60, "deployment.json: mtaSts.maxAge: expected an integer number"),
         ("mtaSts.maxAge", "604800", "deployment.json: mtaSts.maxAge: expected an integer number"),
+        ("dnsRecords", {}, "deployment.json: dnsRecords: expected a list of objects"),
+        ("dnsRecords", [{"name": "x.example.org", "type": "SRV", "values": ["1"]}],
+         "deployment.json: dnsRecords.0.type: expected one of A, AAAA, MX, TXT"),
+        ("dnsRecords", [{"name": "x.example.org", "type": "A", "values": []}],
+         "deployment.json: dnsRecords.0.values: expected at least one entry"),
+        ("dnsRecords", [{"name": "x.example.org", "type": "A"}],
+         "deployment.json: dnsRecords.0.values: expected a value"),
     ],
 )
 def test_bad_value_stops_evaluation_with_one_line_naming_the_key(

@@ -11,7 +11,7 @@ from nixos_support import NIXOS
 
 OPTIONS_FILE = Path(__file__).with_name("options-26.05.txt")
 # Plain values for the modules (builtins only), not modules themselves.
-VALUE_FILES = {"deployment.nix", "mailman-units.nix"}
+VALUE_FILES = {"deployment.nix", "mailman-units.nix", "backup-last-success.nix"}
 MODULES = sorted(p for p in NIXOS.glob("*.nix") if p.name not in VALUE_FILES)
 
 

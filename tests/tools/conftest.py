@@ -33,8 +33,10 @@ IPV6 = "2001:db8:1:2::1"
 MAIL_DOMAINS = ["example.org", HOSTNAME]
 
 
-def make_certificate(directory: Path, stem: str, names: list[str]) -> tuple[Path, Path]:
-    """A self-signed certificate for names; being self-signed, it is also its own CA file."""
+def make_certificate(
+    directory: Path, stem: str, names: list[str], *, days: int = 1
+) -> tuple[Path, Path]:
+    """A self-signed certificate for names, valid `days`; it is also its own CA file."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = datetime.datetime.now(datetime.UTC)
@@ -45,7 +47,7 @@ def make_certificate(directory: Path, stem: str, names: list[str]) -> tuple[Path
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
