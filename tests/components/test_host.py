@@ -229,8 +229,9 @@ def test_there_is_no_second_host_key(base_run):
     assert "mailman-host-ssh-host-rsa-key" not in names
 
 
-def test_user_data_stays_the_same_when_install_settings_change(base_run, zoned_run):
+def test_user_data_stays_the_same_when_install_settings_change(base_run, zoned_run, pin_nixpkgs):
     """Release and operator keys are not in it, so it never forces a new server."""
+    pin_nixpkgs("nixos-25.11")
     other = run_program({**BASE, "nixosRelease": "nixos-25.11"})
     assert _cloud_config(other) == _cloud_config(base_run)
     assert zoned_run.namespace["site"].settings.ssh_public_keys  # operator keys are set there
@@ -252,7 +253,8 @@ def test_nixos_install_runs_the_current_installer_once_per_server(base_run):
     assert "delete" not in install.inputs and "update" not in install.inputs
 
 
-def test_nixos_install_gets_the_release_from_settings():
+def test_nixos_install_gets_the_release_from_settings(pin_nixpkgs):
+    pin_nixpkgs("nixos-25.11")
     run = run_program({**BASE, "nixosRelease": "nixos-25.11"})
     assert _install(run).inputs["create"] == install_script("nixos-25.11")
     assert "NIX_CHANNEL=nixos-25.11" in _install(run).inputs["create"]
@@ -490,9 +492,7 @@ def test_a_server_left_off_by_an_earlier_failed_resize_is_powered_on_by_the_next
     run = run_program(BASE, cloud=FIRST_DEPLOY.with_server("cx23", status="off"))
     power_on = run.one(LOCAL, POWER_ON)
     assert run.one(SERVER).urn in power_on.depends_on
-    assert all(
-        c.name != "mailman-host-resize-stop" for c in run.of_type(COMMAND)
-    )
+    assert all(c.name != "mailman-host-resize-stop" for c in run.of_type(COMMAND))
 
 
 def test_the_power_on_gets_the_token_only_in_its_secret_environment():
