@@ -29,6 +29,9 @@ STATE_DIR = "/var/lib/mailman-site"
 SECRETS_DIR = f"{STATE_DIR}/secrets"
 SWITCH_SCRIPT = Path(__file__).parent / "scripts" / "switch-with-rollback.sh"
 SWITCH_SCRIPT_ON_HOST = f"{STATE_DIR}/bin/switch-with-rollback.sh"
+SECRET_GUARD = Path(__file__).parent / "scripts" / "secret-guard.sh"
+# The journal identifier the details of a failed secret-handling command go to.
+GUARD_TAG = "mailman-site-deploy"
 DEPLOYMENT_DOCUMENT = "deployment.json"
 
 # Parts of nixos/ that are not host configuration: local build and editor leftovers.
@@ -110,6 +113,28 @@ def write_file_command(
     return "\n".join(lines) + "\n"
 
 
+def guarded(body: str, reason: str) -> str:
+    """`body` run so that, on failure, only one fixed line can reach Pulumi's error.
+
+    The body's stdout and stderr are held in a root-only tmpfs directory; on success they are
+    passed on, on failure they go to the host journal (`journalctl -t mailman-site-deploy`,
+    root-readable) and the command prints `<tag>: <reason> (exit N); details ...` only
+    (components/scripts/secret-guard.sh). The body keeps the command's stdin.
+    """
+    if "\n" in reason or "'" in reason:
+        raise ValueError("reason: one line without single quotes")
+    return "\n".join(
+        [
+            f"GUARD_TAG={GUARD_TAG}",
+            f"GUARD_REASON='{reason}'",
+            "guarded_body() {",
+            body.rstrip("\n"),
+            "}",
+            SECRET_GUARD.read_text(encoding="utf-8"),
+        ]
+    )
+
+
 def _check_pushable(path: str) -> None:
     if not _SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
         raise pulumi.RunError(
@@ -127,14 +152,20 @@ def remote_command(
     triggers: Sequence[pulumi.Input[str]],
     stdin: pulumi.Input[str] | None = None,
     secret: bool = False,
+    failure_reason: str = "",
     logging: command.remote.Logging | None = None,
 ) -> command.remote.Command:
     """A command run once over SSH, again only when `create`, `stdin` or `triggers` change.
 
     `secret`: `stdin` carries a secret; it is sent marked secret, nothing is logged unless
-    `logging` says otherwise, and stdin/stdout/stderr are secret outputs. Previous output is never
-    put into the next run's environment.
+    `logging` says otherwise, stdin/stdout/stderr are secret outputs, and `create` runs
+    `guarded` with `failure_reason` as its one line on failure. Previous output is never put
+    into the next run's environment.
     """
+    if secret:
+        if not failure_reason:
+            raise ValueError(f"{resource_name}: a secret command needs a failure_reason")
+        create = guarded(create, failure_reason)
     secret_outputs = ["stdin", "stdout", "stderr"] if secret else []
     if secret and logging is None:
         logging = command.remote.Logging.NONE
@@ -237,6 +268,7 @@ class NixosDeployment(pulumi.ComponentResource):
             stdin: pulumi.Input[str] | None = None,
             *,
             secret: bool = False,
+            failure_reason: str = "",
             via: command.remote.ConnectionArgs = connection,
         ) -> command.remote.Command:
             return remote_command(
@@ -248,6 +280,7 @@ class NixosDeployment(pulumi.ComponentResource):
                 triggers=triggers,
                 stdin=stdin,
                 secret=secret,
+                failure_reason=failure_reason,
             )
 
         # Configuration files: one resource per file, the text as stdin, so a diff is per file.
@@ -284,6 +317,7 @@ class NixosDeployment(pulumi.ComponentResource):
                 [server_id],
                 stdin=secret.value,
                 secret=True,
+                failure_reason=f"writing the secret file {secret.file_name} failed",
             )
             for secret in secrets
         ]
