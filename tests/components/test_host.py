@@ -16,6 +16,7 @@ from components.host import (
     VOLUME_MOUNT_POINT,
     nixos_ready_script,
     power_on_command,
+    remove_old_root,
     resize_stop_script,
     volume_grow_script,
     volume_release_script,
@@ -319,6 +320,30 @@ def test_nixos_ready_waits_for_the_install_and_reruns_for_a_new_server(base_run)
     assert ready.inputs["triggers"] == [server.id]
     assert "grep -qx ID=nixos /etc/os-release" in ready.inputs["create"]
     assert INSTALL_LOG in ready.inputs["create"]
+
+
+def test_nixos_ready_removes_debians_old_root_once_nixos_is_up(base_run):
+    create = base_run.one(COMMAND, "mailman-host-nixos-ready").inputs["create"]
+    nixos_branch = create.split("\nelse\n")[0]
+    assert "rm -rf --one-file-system -- /old-root" in nixos_branch
+    assert "rm " not in create.split("\nelse\n")[1]
+
+
+def test_old_root_removal_deletes_the_tree_and_nothing_else(tmp_path):
+    old = tmp_path / "old-root"
+    (old / "var/lib/cloud/instance").mkdir(parents=True)
+    (old / "var/lib/cloud/instance/user-data.txt").write_text("PRIVATE KEY")
+    (tmp_path / "keep").write_text("x")
+    script = "set -eu\n" + "\n".join(remove_old_root(str(old)))
+
+    first = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    again = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+
+    assert first.returncode == 0, first.stderr
+    assert not old.exists()
+    assert (tmp_path / "keep").exists()
+    assert f"removed {old}" in first.stdout
+    assert (again.returncode, again.stdout) == (0, "")  # nothing left: a re-run does nothing
 
 
 def _shellcheck(script: str):
