@@ -20,6 +20,7 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from components import installer
+from components.guard import guarded
 from components.installer import INSTALL_LOG
 from components.preflight import PreflightFacts
 from components.settings import INSTALL_IMAGE, Settings
@@ -145,6 +146,12 @@ def volume_release_script() -> str:
             "sync",
         ]
     )
+
+
+POWER_ON_FAILED = (
+    "powering the server on failed: power it on in the Hetzner Cloud Console (or hcloud server "
+    "poweron), then run pulumi up again"
+)
 
 
 def power_on_command(server_id: str) -> str:
@@ -493,7 +500,10 @@ class Host(pulumi.ComponentResource):
             )
         return command.local.Command(
             f"{name}-resize-power-on",
-            create=self.server.id.apply(power_on_command),
+            # Its environment holds the token: on failure one fixed line, details to the journal.
+            create=self.server.id.apply(
+                lambda server_id: guarded(power_on_command(server_id), POWER_ON_FAILED)
+            ),
             environment=hetzner_api_environment(),
             add_previous_output_in_env=False,
             # A later resize is a new server type: the command runs again.

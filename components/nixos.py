@@ -22,6 +22,7 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
+from components.guard import guarded
 from components.ssh import ACROSS_REBOOT, with_budget
 
 ETC_NIXOS = "/etc/nixos"
@@ -29,9 +30,6 @@ STATE_DIR = "/var/lib/mailman-site"
 SECRETS_DIR = f"{STATE_DIR}/secrets"
 SWITCH_SCRIPT = Path(__file__).parent / "scripts" / "switch-with-rollback.sh"
 SWITCH_SCRIPT_ON_HOST = f"{STATE_DIR}/bin/switch-with-rollback.sh"
-SECRET_GUARD = Path(__file__).parent / "scripts" / "secret-guard.sh"
-# The journal identifier the details of a failed secret-handling command go to.
-GUARD_TAG = "mailman-site-deploy"
 DEPLOYMENT_DOCUMENT = "deployment.json"
 
 # Parts of nixos/ that are not host configuration: local build and editor leftovers.
@@ -111,28 +109,6 @@ def write_file_command(
     else:
         lines.append(f'mv -f "$tmp" {quoted}')
     return "\n".join(lines) + "\n"
-
-
-def guarded(body: str, reason: str) -> str:
-    """`body` run so that, on failure, only one fixed line can reach Pulumi's error.
-
-    The body's stdout and stderr are held in a root-only tmpfs directory; on success they are
-    passed on, on failure they go to the host journal (`journalctl -t mailman-site-deploy`,
-    root-readable) and the command prints `<tag>: <reason> (exit N); details ...` only
-    (components/scripts/secret-guard.sh). The body keeps the command's stdin.
-    """
-    if "\n" in reason or "'" in reason:
-        raise ValueError("reason: one line without single quotes")
-    return "\n".join(
-        [
-            f"GUARD_TAG={GUARD_TAG}",
-            f"GUARD_REASON='{reason}'",
-            "guarded_body() {",
-            body.rstrip("\n"),
-            "}",
-            SECRET_GUARD.read_text(encoding="utf-8"),
-        ]
-    )
 
 
 def _check_pushable(path: str) -> None:

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2317 # guarded_body is defined by the text before this one
-# The tail of every remote command that handles a secret (components/nixos.py, `guarded`): the
+# The tail of every command that handles a secret (components/guard.py, `guarded`): the
 # command's body is the function `guarded_body`, defined just before this text, with GUARD_TAG
 # and GUARD_REASON set. pulumi-command v1.2.1 puts a failed command's whole stdout and stderr
 # into the error it returns, whatever `logging` says (provider/pkg/provider/remote/
@@ -8,7 +8,10 @@
 # output is held in a root-only directory on tmpfs; on success it is passed on unchanged, on
 # failure it goes to the host journal (root-readable: journalctl -t "$GUARD_TAG") and the command
 # prints one fixed line.
-guard_dir=$(umask 077 && mktemp -d "${TMPDIR:-/run}/mailman-site-guard.XXXXXX") || {
+# tmpfs on the host (/run, root's); a local command run by a user falls back to /tmp.
+guard_base=${TMPDIR:-/run}
+[ -w "$guard_base" ] || guard_base=/tmp
+guard_dir=$(umask 077 && mktemp -d "$guard_base/mailman-site-guard.XXXXXX") || {
   printf '%s: %s (no private temp dir for its output)\n' "$GUARD_TAG" "$GUARD_REASON" >&2
   exit 1
 }

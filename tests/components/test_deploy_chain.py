@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 import components.site
+from components.guard import guarded
 from components.host import volume_release_script
-from components.nixos import final_health_command, guarded
+from components.nixos import final_health_command
 from tests.harness import (
     MockCloud,
     ProgramFailedError,

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from components.nixos import GUARD_TAG, guarded, write_file_command
+from components.guard import GUARD_TAG, guarded
+from components.nixos import write_file_command
 from tests.components.test_deploy_chain import COMMAND, deploy, run  # noqa: F401 (fixtures)
+from tests.components.test_host import LOCAL, POWER_ON, TOKEN, _resize_run
 
 # The first external program each kind of body runs: the secret writers (write_file_command)
 # start with mkdir, the reconcile is the host's mailman-reconcile wrapper.
@@ -117,3 +119,40 @@ def test_a_secret_writer_still_writes_through_the_guard(tmp_path):
     assert result.returncode == 0, result.stderr
     assert target.read_text() == "s3cret\n"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_local_power_on_command_never_prints_the_token_it_holds(tmp_path):
+    """The resize power-on runs on this machine with HCLOUD_TOKEN in its (secret) environment;
+    pulumi-command runs a local command with /bin/sh -c."""
+    program = _resize_run({"hcloud:token": TOKEN}, {"hcloud:token"})
+    power_on = program.one(LOCAL, POWER_ON)
+    assert power_on.is_secret("environment")
+    environment = power_on.inputs["environment"]
+    assert environment["HCLOUD_TOKEN"] == TOKEN
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text('#!/bin/sh\necho "token=$HCLOUD_TOKEN" >&2\nexit 1\n')
+    (bin_dir / "python3").chmod(0o755)
+    (bin_dir / "systemd-cat").write_text(f'#!/bin/sh\ncat >>"{tmp_path}/journal"\n')
+    (bin_dir / "systemd-cat").chmod(0o755)
+    (tmp_path / "tmp").mkdir()
+    env = {
+        **os.environ,
+        **environment,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+
+    result = subprocess.run(
+        ["/bin/sh", "-c", power_on.inputs["create"]],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+    assert result.returncode == 1
+    assert TOKEN not in result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "powering the server on failed" in result.stderr
+    assert f"token={TOKEN}" in (tmp_path / "journal").read_text()
