@@ -156,3 +156,16 @@ def test_the_local_power_on_command_never_prints_the_token_it_holds(tmp_path):
     assert len(result.stderr.splitlines()) == 1
     assert "powering the server on failed" in result.stderr
     assert f"token={TOKEN}" in (tmp_path / "journal").read_text()
+
+
+def test_every_command_holding_a_secret_runs_under_the_guard(run):  # noqa: F811
+    resize = _resize_run({"hcloud:token": TOKEN}, {"hcloud:token"})
+    holding = [
+        r
+        for program in (run, resize)
+        for r in (*program.of_type(COMMAND), *program.of_type(LOCAL))
+        if r.is_secret("stdin") or r.is_secret("environment")
+    ]
+    assert len(holding) == len(EXPECTED) * 2 + 1
+    for resource in holding:
+        assert "guarded_body() {" in resource.inputs["create"], resource.name
