@@ -6,16 +6,16 @@
     python tools/bump_nixpkgs.py --dry-run             # print what would change, write nothing
     python tools/bump_nixpkgs.py comment --old-versions old.json --new-versions new.json ...
 
-Needs git and Nix's `nix-prefetch-url` (the weekly `nixpkgs-bump` workflow has both; so does any
-machine with Nix). The operator deploying the result needs neither: the program only reads the
-file. Steps:
+Needs only git and Python (no Nix): the hash is computed here, the way Nix computes it. Steps:
 
 1. `git ls-remote <remote> refs/heads/<branch>`: the branch's newest commit. NixOS's channel
    scripts advance the `nixos-*` branches only to commits Hydra built and tested, so this is the
    channel's revision.
-2. `nix-prefetch-url --unpack --print-path` of GitHub's tarball of that commit: the NAR hash of
-   the unpacked tree (Nix base32), which is what `builtins.fetchTarball`'s `sha256` checks and
-   what a flake.lock records as `narHash`; written in SRI form (sha256-<base64>).
+2. GitHub's tarball of that commit is downloaded and unpacked as Nix's fetchTarball does (its
+   single top directory is the tree), and the sha256 of the tree's NAR serialisation computed:
+   what `builtins.fetchTarball`'s `sha256` checks, what `nix-hash --type sha256` prints and what
+   a flake.lock records as `narHash`; written in SRI form (sha256-<base64>). The tests compare
+   it with `nix-hash` and let the real fetchTarball of nixos/nixpkgs.nix accept it.
 3. The tree's `.version` (nixpkgs' `lib.trivial.release` reads it) must be the branch's release:
    a revision of another release is refused.
 4. The pin file is rewritten (unless --dry-run). With --github-output, `changed`, `old_rev`,
@@ -30,11 +30,20 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
+import os
+import shutil
+import stat
+import struct
 import subprocess
 import sys
+import tarfile
+import tempfile
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -52,6 +61,7 @@ NIXPKGS_REMOTE = "https://github.com/NixOS/nixpkgs"
 # Nix's own base32 alphabet (no e, o, u, t): src/libutil/hash.cc `base32Chars`.
 NIX_BASE32 = "0123456789abcdfghijklmnpqrsvwxyz"
 SHA256_BYTES = 32
+HTTP_TIMEOUT_SECONDS = 300
 # The packages of ours a bump reports, in the order of the comment's table.
 PACKAGES = ("postfix", "nginx", "mailman", "postgresql", "openssl", "openssh", "kernel")
 
@@ -105,13 +115,97 @@ def newest_revision(remote: str, branch: str) -> str:
     raise BumpError(f"{remote} has no branch {branch}")
 
 
-def prefetch(url: str) -> tuple[str, Path]:
-    """The SRI NAR hash of the unpacked tarball at `url`, and where Nix unpacked it."""
-    lines = _run(["nix-prefetch-url", "--unpack", "--print-path", "--type", "sha256", url])
-    fields = lines.split()
-    if len(fields) != 2:
-        raise BumpError(f"nix-prefetch-url printed {lines!r}, expected a hash and a path")
-    return sri_sha256(fields[0]), Path(fields[1])
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _nar_string(out: _Sink, data: bytes) -> None:
+    out.write(struct.pack("<Q", len(data)))
+    out.write(data)
+    out.write(b"\0" * (-len(data) % 8))
+
+
+def _nar_node(out: _Sink, path: Path) -> None:
+    """Nix's NAR serialisation (src/libutil/archive.cc `dumpPath`): directories with their
+    entries sorted by name, regular files with their executable bit (S_IXUSR) and contents,
+    symlinks with their target; nothing else (no times, owners, other permissions)."""
+    _nar_string(out, b"(")
+    mode = path.lstat().st_mode
+    if stat.S_ISLNK(mode):
+        for token in (b"type", b"symlink", b"target"):
+            _nar_string(out, token)
+        _nar_string(out, os.fsencode(str(path.readlink())))
+    elif stat.S_ISREG(mode):
+        _nar_string(out, b"type")
+        _nar_string(out, b"regular")
+        if mode & stat.S_IXUSR:
+            _nar_string(out, b"executable")
+            _nar_string(out, b"")
+        _nar_string(out, b"contents")
+        _nar_string(out, path.read_bytes())
+    elif stat.S_ISDIR(mode):
+        _nar_string(out, b"type")
+        _nar_string(out, b"directory")
+        for child in sorted(path.iterdir(), key=lambda entry: os.fsencode(entry.name)):
+            for token in (b"entry", b"(", b"name"):
+                _nar_string(out, token)
+            _nar_string(out, os.fsencode(child.name))
+            _nar_string(out, b"node")
+            _nar_node(out, child)
+            _nar_string(out, b")")
+    else:
+        raise BumpError(f"{path}: not a file, directory or symlink")
+    _nar_string(out, b")")
+
+
+class _Sha256Sink:
+    """A write-only stream that hashes what it gets."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes, /) -> int:
+        self.digest.update(data)
+        return len(data)
+
+
+def nar_sha256(path: Path) -> str:
+    """The SRI sha256 of `path`'s NAR serialisation: what `nix-hash --type sha256` computes and
+    `builtins.fetchTarball` checks."""
+    sink = _Sha256Sink()
+    _nar_string(sink, b"nix-archive-1")
+    _nar_node(sink, path)
+    return "sha256-" + base64.b64encode(sink.digest.digest()).decode()
+
+
+def unpack(url: str, into: Path) -> Path:
+    """Download the tarball and unpack it the way Nix's fetchTarball does: a single top-level
+    directory (GitHub's `nixpkgs-<rev>/`) is the result itself."""
+    archive = into / "source.tar.gz"
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_SECONDS) as response,  # noqa: S310
+            archive.open("wb") as out,
+        ):
+            shutil.copyfileobj(response, out)
+    except (OSError, ValueError) as error:
+        raise BumpError(f"could not download {url}: {error}") from None
+    tree = into / "unpacked"
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tree, filter="tar")
+    except (tarfile.TarError, OSError) as error:
+        raise BumpError(f"{url}: not a readable tarball ({error})") from None
+    entries = list(tree.iterdir())
+    if len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink():
+        return entries[0]
+    return tree
+
+
+def prefetch(url: str, workdir: Path) -> tuple[str, Path]:
+    """The SRI NAR hash of the unpacked tarball at `url`, and where it was unpacked."""
+    source = unpack(url, workdir)
+    return nar_sha256(source), source
 
 
 def bump(
@@ -128,9 +222,10 @@ def bump(
     rev = newest_revision(remote, branch)
     if rev == old.rev and branch == old.branch:
         return old, old
-    sha256, source = prefetch(fetch_url.format(rev=rev))
-    version_file = source / ".version"
-    release = version_file.read_text(encoding="utf-8").strip() if version_file.is_file() else ""
+    with tempfile.TemporaryDirectory(prefix="nixpkgs-bump-") as workdir:
+        sha256, source = prefetch(fetch_url.format(rev=rev), Path(workdir))
+        version_file = source / ".version"
+        release = version_file.read_text(encoding="utf-8").strip() if version_file.is_file() else ""
     new = NixpkgsPin(branch, rev, ARCHIVE_URL.format(rev=rev), sha256)
     if release != new.version:
         raise BumpError(

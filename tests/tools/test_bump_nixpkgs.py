@@ -1,7 +1,8 @@
 """tools/bump_nixpkgs.py against a fixture: a local git "nixpkgs" and its tarball, no network.
 
-The real git, the real `nix-prefetch-url` (into a store in the test's temp dir) and the real
-`nix-instantiate` run; only the remote and the download URL point at the fixture.
+The real git runs; the hash the script computes is checked against `nix-hash` and accepted by
+the real `builtins.fetchTarball` of nixos/nixpkgs.nix (a Nix store in the test's temp dir). Only
+the remote and the download URL point at the fixture.
 """
 
 from __future__ import annotations
@@ -57,6 +58,31 @@ def test_nix_base32_agrees_with_nix_hash(tmp_path):
     assert bump_nixpkgs.nix_base32_to_bytes(b32).hex() == hex_hash
 
 
+def test_nar_hash_equals_nix_hash_for_files_dirs_symlinks_and_exec_bits(tmp_path):
+    nix_hash = require_tool("nix-hash")
+    tree = tmp_path / "tree"
+    (tree / "pkgs" / "a-b").mkdir(parents=True)
+    (tree / "pkgs" / "a.b").write_text("dot\n")
+    (tree / "pkgs" / "B").write_text("")  # upper case sorts before lower case (bytes)
+    (tree / "pkgs" / "a-b" / "deep.nix").write_text("{ }: 1\n" * 1000)
+    (tree / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "link").symlink_to("pkgs/a.b")
+    (tree / "dangling").symlink_to("../nowhere")
+    env = {**os.environ, "NIX_CONFIG": "build-users-group ="}
+    expected = subprocess.run(
+        [nix_hash, "--type", "sha256", str(tree)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+
+    sri = bump_nixpkgs.nar_sha256(tree)
+
+    assert base64.b64decode(sri.removeprefix("sha256-")).hex() == expected
+
+
 def test_a_bad_base32_hash_is_refused():
     with pytest.raises(bump_nixpkgs.BumpError):
         bump_nixpkgs.nix_base32_to_bytes("e" * 52)
@@ -92,12 +118,17 @@ class Fixture:
         self._git("-C", str(self.repo), "checkout", "-q", "-B", branch)
         (self.repo / ".version").write_text(release + "\n")
         (self.repo / "default.nix").write_text(content)
+        (self.repo / "maintainers").mkdir(exist_ok=True)
+        (self.repo / "maintainers" / "update.sh").write_text("#!/bin/sh\n")
+        (self.repo / "maintainers" / "update.sh").chmod(0o755)
+        if not (self.repo / "lib").is_symlink():
+            (self.repo / "lib").symlink_to("maintainers")
         self._git("-C", str(self.repo), "add", "-A")
         self._git("-C", str(self.repo), "commit", "-q", "-m", content)
         rev = self._git("-C", str(self.repo), "rev-parse", "HEAD")
         # What GitHub serves at archive/<rev>.tar.gz: the tree under one top directory.
         with tarfile.open(self.tarballs / f"{rev}.tar.gz", "w:gz") as tar:
-            for name in (".version", "default.nix"):
+            for name in (".version", "default.nix", "maintainers", "lib"):
                 tar.add(self.repo / name, arcname=f"nixpkgs-{rev}/{name}")
         return rev
 
@@ -124,7 +155,6 @@ class Fixture:
 @pytest.fixture
 def fixture(tmp_path: Path) -> Fixture:
     require_tool("git")
-    require_tool("nix-prefetch-url")
     return Fixture(tmp_path)
 
 
