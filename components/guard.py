@@ -1,8 +1,11 @@
 """One fixed line instead of a secret: the wrapper of every command that handles a secret.
 
 pulumi-command v1.2.1 puts a failed command's whole stdout and stderr into the error it returns,
-whatever `logging` says (provider/pkg/provider/remote/commandOutputs.go), so into the CLI and CI
-logs. `guarded` runs a command's body under components/scripts/secret-guard.sh instead.
+whatever `logging` says (provider/pkg/provider/remote/commandOutputs.go line 101 and
+provider/pkg/provider/local/commandOutputs.go line 113: `fmt.Errorf("%w: running %q:\n%s", err,
+cmd, stdouterrbuf.String())`), so into the CLI and CI logs. The command text is in that error too:
+it holds no secret (secrets travel on stdin or in the environment). `guarded` runs a command's
+body under components/scripts/secret-guard.sh instead.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # command's body is the function `guarded_body`, defined just before this text, with GUARD_TAG
 # and GUARD_REASON set. pulumi-command v1.2.1 puts a failed command's whole stdout and stderr
 # into the error it returns, whatever `logging` says (provider/pkg/provider/remote/
-# commandOutputs.go), and so into the CLI and CI logs; a crashing reconcile (a traceback, Django
+# commandOutputs.go line 101, local/commandOutputs.go line 113), and so into the CLI and CI logs; a crashing reconcile (a traceback, Django
 # debug output) or a writer that echoes its input would print a secret there. So the body's
 # output is held in a root-only directory on tmpfs; on success it is passed on unchanged, on
 # failure it goes to the host journal (root-readable: journalctl -t "$GUARD_TAG") and the command
