@@ -130,7 +130,9 @@ prune_files() {
 # The pinned nixpkgs: nixos/nixpkgs.nix fetches the tarball deployment.json names and
 # builtins.fetchTarball checks its NAR hash (a tarball with other content is an error, nothing is
 # built). Prints its store path. The root channel is not used: the host builds exactly the pin,
-# whatever `nix-channel --update` would bring.
+# whatever `nix-channel --update` would bring; `-I nixpkgs=PATH` puts it first on the search path
+# nixos-rebuild evaluates `<nixpkgs/nixos>` from (nixpkgs pkgs/by-name/ni/nixos-rebuild-ng,
+# nixos-rebuild.8.scd: `--include`, `-I`, passed on to Nix).
 pinned_nixpkgs() {
   local path
   path=$(nix-instantiate --eval --json "$ETC_NIXOS/nixpkgs.nix") || return 1
