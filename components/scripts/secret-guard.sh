@@ -35,6 +35,6 @@ if command -v systemd-cat >/dev/null 2>&1; then
 elif command -v logger >/dev/null 2>&1; then
   logger -t "$GUARD_TAG" -p user.err <"$guard_dir/details"
 fi
-printf '%s: %s (exit %s); details on the host, as root: journalctl -t %s\n' \
+printf '%s: %s (exit %s); details, as root where it ran: journalctl -t %s\n' \
   "$GUARD_TAG" "$GUARD_REASON" "$guard_status" "$GUARD_TAG" >&2
 exit "$guard_status"

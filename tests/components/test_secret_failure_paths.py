@@ -80,7 +80,7 @@ def test_a_failing_body_that_echoes_the_secret_prints_one_fixed_line(run, tmp_pa
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith(f"{GUARD_TAG}: ")
-    assert f"(exit 3); details on the host, as root: journalctl -t {GUARD_TAG}" in result.stderr
+    assert f"(exit 3); details, as root where it ran: journalctl -t {GUARD_TAG}" in result.stderr
     # The details went to the journal, and nothing stays in the private temp dir.
     journal = (tmp_path / "journal").read_text()
     assert f"-t {GUARD_TAG} -p err" in journal
