@@ -38,6 +38,8 @@ def deployment_document(
         "adminEmail": settings.admin_email,
         "mailDomains": list(settings.mail_domains),
         "nixosRelease": settings.nixos_release,
+        # The exact nixpkgs the host builds with (components/nixpkgs_pin.py): a bump is a diff here.
+        "nixpkgs": settings.nixpkgs.as_document(),
         "network": {
             "ipv4Address": ipv4_address,
             "ipv6Address": ipv6_address,

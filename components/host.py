@@ -20,6 +20,7 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from components import installer
+from components.guard import guarded
 from components.installer import INSTALL_LOG
 from components.preflight import PreflightFacts
 from components.settings import INSTALL_IMAGE, Settings
@@ -80,8 +81,32 @@ def host_ipv6_address(network: str) -> str:
     return str(prefix.network_address + 1)
 
 
+# Where NixOS's first boot after nixos-infect moved Debian's root (NIXOS_LUSTRATE: nixpkgs
+# nixos/modules/system/boot/stage-1-init.sh, the lustrate block, moves every top-level entry but
+# /nix and /boot into /old-root). It holds cloud-init's copy of the user_data -- the SSH host
+# private key -- and nothing NixOS uses.
+OLD_ROOT = "/old-root"
+
+
+def remove_old_root(path: str = OLD_ROOT) -> list[str]:
+    """Shell lines that delete Debian's leftover root, on its own file system only.
+
+    The user_data itself stays with Hetzner's metadata service, which nixos/hetzner.nix blocks
+    for every local process (the table `mailman-site-metadata` stays for that reason).
+    """
+    quoted = shlex.quote(path)
+    return [
+        f"if [ -d {quoted} ]; then",
+        f"  rm -rf --one-file-system -- {quoted}",
+        f"  echo \"removed {path} (Debian's root left by the installer, with a copy of the"
+        ' SSH host key)"',
+        "fi",
+    ]
+
+
 def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
-    """Proves the host is the installed NixOS; explains where to look when it is not."""
+    """Proves the host is the installed NixOS, then removes the installer's leftovers; explains
+    where to look when it is not NixOS."""
     is_nixos = (
         "[ -e /etc/NIXOS ] && [ -e /run/current-system ] && grep -qx ID=nixos /etc/os-release"
     )
@@ -90,6 +115,7 @@ def nixos_ready_script(ipv4: str = "<ipv4>") -> str:
             "set -eu",
             f"if {is_nixos}; then",
             '  echo "NixOS $(cat /run/current-system/nixos-version) is up"',
+            *(f"  {line}" for line in remove_old_root()),
             "else",
             '  echo "This host is not NixOS after the install and its reboot." >&2',
             f'  echo "Installer log: {INSTALL_LOG}; cloud-init: /var/log/cloud-init-output.log;"'
@@ -120,6 +146,12 @@ def volume_release_script() -> str:
             "sync",
         ]
     )
+
+
+POWER_ON_FAILED = (
+    "powering the server on failed: power it on in the Hetzner Cloud Console (or hcloud server "
+    "poweron), then run pulumi up again"
+)
 
 
 def power_on_command(server_id: str) -> str:
@@ -468,7 +500,10 @@ class Host(pulumi.ComponentResource):
             )
         return command.local.Command(
             f"{name}-resize-power-on",
-            create=self.server.id.apply(power_on_command),
+            # Its environment holds the token: on failure one fixed line, details to the journal.
+            create=self.server.id.apply(
+                lambda server_id: guarded(power_on_command(server_id), POWER_ON_FAILED)
+            ),
             environment=hetzner_api_environment(),
             add_previous_output_in_env=False,
             # A later resize is a new server type: the command runs again.

@@ -148,6 +148,7 @@ class MailmanReconcile(pulumi.ComponentResource):
             # Readable copies of the non-secret desired state: previews diff these as text.
             triggers=[desired.lists_yaml(), readable_yaml(desired.public()), server_id],
             secret=True,
+            failure_reason="mailman-reconcile failed; the site keeps its previous lists and users",
             # The summary on stdout is all that is logged; stderr could echo input on a crash.
             logging=command.remote.Logging.STDOUT,
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 import pulumi
 import pulumi_command as command
 
+from components.guard import guarded
 from components.ssh import ACROSS_REBOOT, with_budget
 
 ETC_NIXOS = "/etc/nixos"
@@ -127,14 +128,20 @@ def remote_command(
     triggers: Sequence[pulumi.Input[str]],
     stdin: pulumi.Input[str] | None = None,
     secret: bool = False,
+    failure_reason: str = "",
     logging: command.remote.Logging | None = None,
 ) -> command.remote.Command:
     """A command run once over SSH, again only when `create`, `stdin` or `triggers` change.
 
     `secret`: `stdin` carries a secret; it is sent marked secret, nothing is logged unless
-    `logging` says otherwise, and stdin/stdout/stderr are secret outputs. Previous output is never
-    put into the next run's environment.
+    `logging` says otherwise, stdin/stdout/stderr are secret outputs, and `create` runs
+    `guarded` with `failure_reason` as its one line on failure. Previous output is never put
+    into the next run's environment.
     """
+    if secret:
+        if not failure_reason:
+            raise ValueError(f"{resource_name}: a secret command needs a failure_reason")
+        create = guarded(create, failure_reason)
     secret_outputs = ["stdin", "stdout", "stderr"] if secret else []
     if secret and logging is None:
         logging = command.remote.Logging.NONE
@@ -237,6 +244,7 @@ class NixosDeployment(pulumi.ComponentResource):
             stdin: pulumi.Input[str] | None = None,
             *,
             secret: bool = False,
+            failure_reason: str = "",
             via: command.remote.ConnectionArgs = connection,
         ) -> command.remote.Command:
             return remote_command(
@@ -248,6 +256,7 @@ class NixosDeployment(pulumi.ComponentResource):
                 triggers=triggers,
                 stdin=stdin,
                 secret=secret,
+                failure_reason=failure_reason,
             )
 
         # Configuration files: one resource per file, the text as stdin, so a diff is per file.
@@ -284,6 +293,7 @@ class NixosDeployment(pulumi.ComponentResource):
                 [server_id],
                 stdin=secret.value,
                 secret=True,
+                failure_reason=f"writing the secret file {secret.file_name} failed",
             )
             for secret in secrets
         ]

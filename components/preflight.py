@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import pulumi
 import pulumi_hcloud as hcloud
+from pulumi.runtime.config import get_config
 
 from components.settings import NAMESPACE, Settings, fail
 
@@ -264,8 +265,28 @@ def _agent_socket_problem(path: str) -> str | None:
     return None
 
 
+def check_token_source(environ: Mapping[str, str], stack_token: str | None) -> None:
+    """A Hetzner token in the stack config must not silently win over the environment's.
+
+    The hcloud provider takes `hcloud:token` over HCLOUD_TOKEN (terraform-provider-hcloud
+    v1.68.0 hcloud/plugin_provider.go lines 144-147: the variable is read, then replaced by the
+    configured value; hcloud/provider.go lines 37-41 for the SDK provider, where the variable is
+    only the default). A CI job that provides its own, narrower token (a read-only one for
+    previews, docs/workflows.md) would then act with the stack file's token instead. Both set
+    and different: refused, naming the fix. Neither value is printed.
+    """
+    env_token = environ.get("HCLOUD_TOKEN", "")
+    if stack_token and env_token and stack_token != env_token:
+        raise pulumi.RunError(
+            "hcloud:token: the stack's token differs from HCLOUD_TOKEN in the environment, and "
+            "the provider would use the stack's; keep one: `pulumi config rm hcloud:token` "
+            "(use the environment's, as CI does) or unset HCLOUD_TOKEN"
+        )
+
+
 def run_preflight(settings: Settings) -> PreflightFacts:
     """Every check, in the order a user fixes them; the first refusal raises `pulumi.RunError`."""
+    check_token_source(os.environ, get_config("hcloud:token"))
     check_agent_socket(os.environ, preview=pulumi.runtime.is_dry_run())
     check_location(settings)
     check_zone(settings)

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pulumi
 from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
+from components import nixpkgs_pin
 from components.lists import ListsError, NormalizedList, is_mailman_address, load_lists
 
 NAMESPACE = "mailman"
@@ -65,7 +66,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "nixosRelease",
         "string",
         "`nixos-26.05`",
-        "NixOS channel/branch the host runs; pinned, visible in previews",
+        "NixOS release the host runs; must be the branch of the nixpkgs pin "
+        "`components/nixpkgs-pin.json` (exact revision + hash, shown in previews)",
     ),
     ConfigKey(
         "sshPublicKeys",
@@ -154,6 +156,8 @@ class Settings:
     server_type: str
     location: str
     nixos_release: str
+    nixpkgs: nixpkgs_pin.NixpkgsPin
+    """The committed pin (components/nixpkgs-pin.json); its branch is `nixos_release`."""
     ssh_public_keys: tuple[str, ...]
     ssh_allowed_ips: tuple[str, ...]
     acme_staging: bool
@@ -424,6 +428,27 @@ def _names(reader: _Reader) -> dict[str, Any]:
     }
 
 
+def _pinned_nixpkgs(nixos_release: str) -> nixpkgs_pin.NixpkgsPin:
+    """The committed nixpkgs pin, refused unless it is a revision of `nixosRelease`.
+
+    The release is the human-facing name; the pin is what the host builds. Changing only one of
+    them would deploy something else than the stack file says, so it stops here, before any
+    resource.
+    """
+    try:
+        pin = nixpkgs_pin.load_pin(nixpkgs_pin.PIN_FILE)
+    except nixpkgs_pin.PinError as error:
+        raise pulumi.RunError(f"components/{error}") from None
+    if pin.branch != nixos_release:
+        fail(
+            "nixosRelease",
+            nixos_release,
+            f"the release of the pinned nixpkgs ({pin.branch}, components/nixpkgs-pin.json): "
+            f"change both, with tools/bump_nixpkgs.py --branch {nixos_release}",
+        )
+    return pin
+
+
 def _machine(reader: _Reader) -> dict[str, Any]:
     """Server type, location, NixOS release, volume, SSH access, protection and backups."""
     server_type = reader.string("serverType", "cx23").strip().lower()
@@ -435,6 +460,7 @@ def _machine(reader: _Reader) -> dict[str, Any]:
     nixos_release = reader.string("nixosRelease", "nixos-26.05").strip()
     if not _NIXOS_RELEASE.match(nixos_release):
         fail("nixosRelease", nixos_release, "a NixOS release channel (nixos-26.05)")
+    pin = _pinned_nixpkgs(nixos_release)
     volume = reader.string("volumeSize", str(MIN_VOLUME_GB)).strip()
     if not volume.isdigit() or not MIN_VOLUME_GB <= int(volume) <= MAX_VOLUME_GB:
         fail("volumeSize", volume, f"a whole number of GB from {MIN_VOLUME_GB} to {MAX_VOLUME_GB}")
@@ -447,6 +473,7 @@ def _machine(reader: _Reader) -> dict[str, Any]:
         "server_type": server_type,
         "location": location,
         "nixos_release": nixos_release,
+        "nixpkgs": pin,
         "volume_size": int(volume),
         "ssh_public_keys": tuple(_ssh_public_key("sshPublicKeys", k) for k in keys_raw),
         "ssh_allowed_ips": (

@@ -8,10 +8,12 @@
 # contract test (tests/nixos/test_contract.py). A document that does not fit stops the build
 # with one line naming the key and the expected form, before anything is activated.
 {
-  documentPath ? /etc/nixos/deployment.json
+  documentPath ? /etc/nixos/deployment.json,
+  # The VM test passes its sample document with the repository's nixpkgs pin merged in.
+  document ? builtins.fromJSON (builtins.readFile documentPath)
 }:
 let
-  doc = builtins.fromJSON (builtins.readFile documentPath);
+  doc = document;
 
   fail = key: expected: throw "deployment.json: ${key}: expected ${expected}";
 
@@ -23,6 +25,7 @@ let
     "adminEmail"
     "mailDomains"
     "nixosRelease"
+    "nixpkgs"
     "network"
     "dataVolume"
     "database"
@@ -34,6 +37,12 @@ let
     "sshAllowedIps"
     "mtaSts"
     "dnsRecords"
+  ];
+  nixpkgsKeys = [
+    "branch"
+    "rev"
+    "url"
+    "sha256"
   ];
   networkKeys = [
     "ipv4Address"
@@ -72,6 +81,7 @@ let
       set;
 
   top = checkKeys "" knownKeys doc;
+  nixpkgs = checkKeys "nixpkgs." nixpkgsKeys top.nixpkgs;
   network = checkKeys "network." networkKeys top.network;
   dataVolume = checkKeys "dataVolume." dataVolumeKeys top.dataVolume;
   mtaSts = checkKeys "mtaSts." mtaStsKeys top.mtaSts;
@@ -119,6 +129,31 @@ let
     groups "nixosRelease" "nixos-([0-9]{2}\\.[0-9]{2})" "a NixOS branch such as nixos-26.05"
       nixosRelease
   );
+
+  # The pin (components/nixpkgs-pin.json): a revision of the release the document names.
+  nixpkgsRev = builtins.head (
+    groups "nixpkgs.rev" "([0-9a-f]{40})" "a full nixpkgs commit id (40 hex digits)" (
+      str "nixpkgs.rev" nixpkgs.rev
+    )
+  );
+  nixpkgsPin = {
+    branch =
+      if nixpkgs.branch == nixosRelease then
+        nixpkgs.branch
+      else
+        fail "nixpkgs.branch" "${nixosRelease} (the pin must be a revision of nixosRelease)";
+    rev = nixpkgsRev;
+    url =
+      let
+        expected = "https://github.com/NixOS/nixpkgs/archive/${nixpkgsRev}.tar.gz";
+      in
+      if nixpkgs.url == expected then nixpkgs.url else fail "nixpkgs.url" expected;
+    sha256 = builtins.head (
+      groups "nixpkgs.sha256" "(sha256-[A-Za-z0-9+/]{43}=)"
+        "the NAR hash of the tarball as sha256-<base64>"
+        (str "nixpkgs.sha256" nixpkgs.sha256)
+    );
+  };
 
   acmeStaging = bool "acmeStaging" top.acmeStaging;
   mailDomains = nonEmpty "mailDomains" (strList "mailDomains" top.mailDomains);
@@ -172,8 +207,9 @@ in
   adminEmail = str "adminEmail" top.adminEmail;
   # Mailman 2 URLs carry only the list name; redirects resolve it in the first mail domain.
   primaryMailDomain = builtins.head mailDomains;
-  # The channel nixos-rebuild evaluates this configuration with (see docs/nixos.md, "Pinning").
-  nixpkgsChannelUrl = "https://nixos.org/channels/${nixosRelease}";
+  # The exact nixpkgs nixos-rebuild evaluates this configuration with: ./nixpkgs.nix fetches it
+  # (see docs/nixos.md, "Pinning").
+  nixpkgs = nixpkgsPin;
 
   network = {
     ipv4Address = str "network.ipv4Address" network.ipv4Address;

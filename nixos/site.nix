@@ -19,12 +19,14 @@
 
   assertions = [
     {
-      # The pin: the document names the release, the channel the host evaluates with must be it.
+      # The pin: the document names the release and its exact nixpkgs revision; the nixpkgs
+      # this is evaluated with must be that release (a bump to another branch's revision, or a
+      # manual nixos-rebuild with the old root channel, stops here).
       assertion = lib.trivial.release == deployment.nixosVersion;
       message = ''
-        deployment.json asks for ${deployment.nixosRelease} but this configuration is evaluated
-        with nixpkgs ${lib.trivial.release}. Point the root channel at the release:
-          nix-channel --add ${deployment.nixpkgsChannelUrl} nixos && nix-channel --update
+        deployment.json asks for ${deployment.nixosRelease} (nixpkgs ${deployment.nixpkgs.rev}) but
+        this configuration is evaluated with nixpkgs ${lib.trivial.release}. Build it with the pin:
+          nixos-rebuild switch -I nixpkgs=$(nix-instantiate --eval --json /etc/nixos/nixpkgs.nix | tr -d '"')
       '';
     }
   ];

@@ -454,7 +454,9 @@ def _scenarios() -> tuple[Scenario, ...]:
         ),
         change("location", "`nbg1` → `fsn1`, `protect: true`", "fsn1"),
         change("location", "`nbg1` → `fsn1`, `protect: false`", "fsn1", unprotected),
-        change("nixosRelease", "`nixos-26.05` → `nixos-25.11`", "nixos-25.11"),
+        change(
+            "nixosRelease", "`nixos-26.05` → `nixos-26.11` without bumping the pin", "nixos-26.11"
+        ),
         change("sshPublicKeys", "add a key", [*deployed["sshPublicKeys"], BOB_KEY]),
         change("sshAllowedIps", "another CIDR", ["192.0.2.0/24"]),
         change("acmeStaging", "`false` → `true`", True),

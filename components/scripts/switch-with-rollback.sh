@@ -3,8 +3,9 @@
 # back. Runs on the host as root; the deploy chain sends it over SSH (components/nixos.py).
 #
 #   switch-with-rollback.sh apply RELEASE [MANAGED_FILE...]
-#     Drop files an earlier deploy pushed that are no longer managed, point the `nixos` channel at
-#     RELEASE, build, then either switch live and run `mailman-site-health` (rolling back to the
+#     Drop files an earlier deploy pushed that are no longer managed, fetch the pinned nixpkgs
+#     deployment.json names (a revision of RELEASE, checked by its NAR hash), build with it, then
+#     either switch live and run `mailman-site-health` (rolling back to the
 #     previous generation if the switch or the check fails), or -- when the kernel, initrd or
 #     kernel parameters change -- make the new generation the boot default and schedule a reboot.
 #   switch-with-rollback.sh verify
@@ -13,7 +14,8 @@
 #
 # The build is activated the way nixos-rebuild does it (set the system profile, then
 # switch-to-configuration), so the closure that is inspected for a kernel change is exactly the one
-# that is activated, and a rollback returns to the exact generation that ran before.
+# that is activated, and a rollback returns to the exact generation that ran before -- built from
+# the nixpkgs revision pinned then, since every generation is a complete closure.
 set -euo pipefail
 
 # Paths are overridable so tests can run this script against a fake system in a temp dir.
@@ -125,37 +127,19 @@ prune_files() {
   mv -f "$MANIFEST.new" "$MANIFEST"
 }
 
-# Point the `nixos` channel at RELEASE. When it had to, prints the channel's previous URL ("none"
-# if there was no channel), which restore_channel takes to undo it.
-ensure_channel() {
-  local release=$1 current
-  current=$(nix-channel --list | awk '$1 == "nixos" {print $2}')
-  if [ "${current##*/}" = "$release" ]; then
-    return 0
-  fi
-  say "nixos channel: ${current:-unset} -> https://channels.nixos.org/$release" >&2
-  nix-channel --add "https://channels.nixos.org/$release" nixos >&2
-  if ! nix-channel --update nixos >&2; then
-    # Put the old URL back, or the next run would take the release as already switched.
-    if [ -n "$current" ]; then nix-channel --add "$current" nixos >&2; fi
-    fail "could not fetch the $release channel; the host stays on ${current##*/}"
-    return 1
-  fi
-  printf '%s\n' "${current:-none}"
-}
-
-# Undo ensure_channel: its content (--rollback) and its URL (--add). The URL matters as much:
-# ensure_channel decides by the URL alone, so a URL left on the new release would make the next
-# run build the old content as if it were the new release.
-restore_channel() {
-  local previous=$1
-  [ -n "$previous" ] || return 0
-  nix-channel --rollback >/dev/null
-  if [ "$previous" = none ]; then
-    nix-channel --remove nixos >/dev/null
-  else
-    nix-channel --add "$previous" nixos >/dev/null
-  fi
+# The pinned nixpkgs: nixos/nixpkgs.nix fetches the tarball deployment.json names and
+# builtins.fetchTarball checks its NAR hash (a tarball with other content is an error, nothing is
+# built). Prints its store path. The root channel is not used: the host builds exactly the pin,
+# whatever `nix-channel --update` would bring; `-I nixpkgs=PATH` puts it first on the search path
+# nixos-rebuild evaluates `<nixpkgs/nixos>` from (nixpkgs pkgs/by-name/ni/nixos-rebuild-ng,
+# nixos-rebuild.8.scd: `--include`, `-I`, passed on to Nix).
+pinned_nixpkgs() {
+  local path
+  path=$(nix-instantiate --eval --json "$ETC_NIXOS/nixpkgs.nix") || return 1
+  path=${path#\"}
+  path=${path%\"}
+  [ -d "$path" ] || return 1
+  printf '%s\n' "$path"
 }
 
 # A new kernel, initrd, kernel modules or kernel parameters only take effect after a reboot.
@@ -198,21 +182,25 @@ restore_generation() {
 }
 
 apply() {
-  local release=$1 prev_link prev_gen new channel_changed log status
+  local release=$1 prev_link prev_gen new nixpkgs log status
   shift
   mkdir -p "$STATE_DIR"
   chmod 0700 "$STATE_DIR"
   log=$WORKDIR/output.log
 
   prune_files "$@"
-  channel_changed=$(ensure_channel "$release") || exit 1
-
   prev_link=$(generation_link)
   prev_gen=$(generation_number "$prev_link")
-  say "building $ETC_NIXOS/configuration.nix ($release); running generation $prev_gen"
-  if ! (cd "$WORKDIR" && nixos-rebuild build) >"$log" 2>&1; then
+  if ! nixpkgs=$(pinned_nixpkgs 2>"$log"); then
+    fail "could not fetch the pinned nixpkgs ($release) or its NAR hash does not match;" \
+      "nothing was built, generation $prev_gen keeps running"
+    show_logs "$log" "nix-instantiate $ETC_NIXOS/nixpkgs.nix"
+    exit 1
+  fi
+  say "building $ETC_NIXOS/configuration.nix ($release, nixpkgs $nixpkgs);" \
+    "running generation $prev_gen"
+  if ! (cd "$WORKDIR" && nixos-rebuild build -I "nixpkgs=$nixpkgs") >"$log" 2>&1; then
     fail "nixos-rebuild build failed; nothing was activated, generation $prev_gen keeps running"
-    restore_channel "$channel_changed"
     show_logs "$log" "nixos-rebuild build"
     exit 1
   fi
@@ -227,7 +215,6 @@ apply() {
     if ! activate "$new" boot >"$log" 2>&1; then
       fail "switch-to-configuration boot failed; restoring generation $prev_gen as boot default"
       restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
-      restore_channel "$channel_changed"
       show_logs "$log" "switch-to-configuration boot"
       exit 1
     fi
@@ -238,11 +225,10 @@ apply() {
         systemctl reboot >"$log" 2>&1; then
       fail "could not schedule the reboot; restoring generation $prev_gen as boot default"
       restore_generation "$prev_gen" boot >>"$log" 2>&1 || true
-      restore_channel "$channel_changed"
       show_logs "$log" "systemd-run"
       exit 1
     fi
-    printf '%s %s\n' "$prev_gen" "${channel_changed:-unchanged}" >"$PENDING"
+    printf '%s\n' "$prev_gen" >"$PENDING"
     systemctl stop sshd.service sshd.socket >/dev/null 2>&1 || true
     say "new generation is the boot default; rebooting in ${REBOOT_DELAY}s"
     return 0
@@ -256,7 +242,7 @@ apply() {
     if [ "$status" -ne 0 ] && ! { [ "$status" -eq 4 ] && only_tolerated_failures; }; then
       fail "switch-to-configuration switch failed"
       show_logs "$log" "switch-to-configuration switch"
-      rollback_live "$prev_gen" "$channel_changed" "the switch failed"
+      rollback_live "$prev_gen" "the switch failed"
       exit 1
     fi
     cat "$log"
@@ -265,26 +251,25 @@ apply() {
   if ! health_check "$log"; then
     fail "mailman-site-health failed after the switch"
     show_logs "$log" "mailman-site-health"
-    rollback_live "$prev_gen" "$channel_changed" "mailman-site-health failed"
+    rollback_live "$prev_gen" "mailman-site-health failed"
     exit 1
   fi
   say "generation $(generation_number "$(generation_link)") is active and healthy"
 }
 
 rollback_live() {
-  local gen=$1 channel_changed=$2 reason=$3
+  local gen=$1 reason=$2
   if restore_generation "$gen" switch >&2; then
     fail "$reason; rolled back, generation $gen is serving again"
   else
     fail "$reason; rollback to generation $gen ALSO failed -- log in and run" \
       "'nix-env -p $PROFILE --switch-generation $gen && $PROFILE/bin/switch-to-configuration switch'"
   fi
-  restore_channel "$channel_changed"
   printf '%s; rolled back to generation %s\n' "$reason" "$gen" >"$FAILURE"
 }
 
 verify() {
-  local wanted current prev_gen channel_changed log
+  local wanted current prev_gen log
   if [ ! -f "$WANTED" ]; then
     fail "no deploy recorded in $WANTED; run apply first"
     exit 1
@@ -302,15 +287,14 @@ verify() {
     return 0
   fi
 
-  read -r prev_gen channel_changed <"$PENDING"
-  [ "$channel_changed" != unchanged ] || channel_changed=""
+  # The second field of older versions of this script (a channel to restore) is ignored.
+  read -r prev_gen _ <"$PENDING"
   rm -f "$PENDING"
   log=$WORKDIR/health.log
   if [ "$(readlink -f "$BOOTED_SYSTEM")" != "$wanted" ]; then
     fail "the host booted $(readlink -f "$BOOTED_SYSTEM"), not the new generation $wanted;" \
       "check the boot log in the Hetzner console"
     restore_generation "$prev_gen" boot >&2 || true
-    restore_channel "$channel_changed"
     printf 'the new generation did not boot\n' >"$FAILURE"
     show_logs /dev/null ""
     exit 1
@@ -318,7 +302,7 @@ verify() {
   if ! health_check "$log"; then
     fail "mailman-site-health failed after the reboot"
     show_logs "$log" "mailman-site-health"
-    rollback_live "$prev_gen" "$channel_changed" "mailman-site-health failed after the reboot"
+    rollback_live "$prev_gen" "mailman-site-health failed after the reboot"
     fail "generation $prev_gen runs on the new kernel until the next reboot"
     exit 1
   fi

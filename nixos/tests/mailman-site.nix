@@ -6,11 +6,18 @@
 # domain and a list, delivers one message through Postfix to the list and back out to a
 # subscriber (DKIM-signed), fetches Postorius and HyperKitty through nginx over HTTPS, reads the
 # MTA-STS policy from its own host, runs the host commands the deploy chain relies on, and the
-# daily status report twice (it mails once). nixpkgs is the channel the document names, so
-# the test builds the same release as production; pass --arg nixpkgs <path> to use a checkout.
+# daily status report twice (it mails once).
+# nixpkgs is the repository's pin (components/nixpkgs-pin.json), fetched by ../nixpkgs.nix exactly
+# as the host fetches it, so the test builds what production builds; --arg nixpkgs <path> uses a
+# checkout instead.
 {
-  deployment ? import ../deployment.nix { documentPath = ./deployment.json; },
-  nixpkgs ? builtins.fetchTarball "${deployment.nixpkgsChannelUrl}/nixexprs.tar.xz",
+  pin ? builtins.fromJSON (builtins.readFile ../../components/nixpkgs-pin.json),
+  deployment ? import ../deployment.nix {
+    document = builtins.fromJSON (builtins.readFile ./deployment.json) // {
+      nixpkgs = pin;
+    };
+  },
+  nixpkgs ? import ../nixpkgs.nix { inherit deployment; },
   pkgs ? import nixpkgs { }
 }:
 pkgs.testers.runNixOSTest {

@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 import components.site
+from components.guard import guarded
 from components.host import volume_release_script
 from components.nixos import final_health_command
 from tests.harness import (
     MockCloud,
+    ProgramFailedError,
     ProgramRun,
     Secret,
     plain_strings,
@@ -184,7 +186,37 @@ def test_a_lists_edit_reruns_the_reconcile_only(deploy, run):
     assert "description: Low traffic." in triggers[0]
 
 
-def test_a_release_change_reruns_the_switch_only(deploy, run):
+def test_a_release_change_without_a_pin_of_that_release_is_refused(deploy):
+    with pytest.raises(ProgramFailedError) as refused:
+        deploy.run(nixosRelease="nixos-26.11")
+    assert (
+        'mailman:nixosRelease: "nixos-26.11" is not the release of the pinned nixpkgs '
+        "(nixos-26.05, components/nixpkgs-pin.json)"
+    ) in str(refused.value)
+
+
+def test_a_pin_bump_reruns_the_document_push_and_the_switch_and_shows_the_revision(
+    deploy, run, pin_nixpkgs
+):
+    new = pin_nixpkgs("nixos-26.05", "2" * 40)
+
+    after = deploy.run()
+
+    assert rerun(run, after) == {
+        "mailman-nixos-file-deployment.json",
+        "mailman-nixos-switch",
+        "mailman-nixos-switch-verify",
+    }
+    # The preview diff of the document push shows the old and the new revision as lines.
+    before_text = run.one(COMMAND, "mailman-nixos-file-deployment.json").inputs["stdin"]
+    after_text = after.one(COMMAND, "mailman-nixos-file-deployment.json").inputs["stdin"]
+    assert f'"rev": "{new.rev}"' in after_text
+    assert '"rev": "7fc6f2c20af09cdcaf48b92ec3121860139ec668"' in before_text
+    assert f'"url": "{new.url}"' in after_text
+
+
+def test_a_release_change_reruns_the_switch_only(deploy, run, pin_nixpkgs):
+    pin_nixpkgs("nixos-26.11", "3" * 40)
     after = deploy.run(nixosRelease="nixos-26.11")
 
     # The release is also in the deployment document (nixos reads it, e.g. for stateVersion).
@@ -290,7 +322,10 @@ def test_secrets_travel_only_on_secret_stdin_with_logging_off(run):
 def test_reconcile_sends_the_whole_desired_state_as_secret_stdin(run):
     reconcile = run.one(COMMAND, "mailman-reconcile-run")
     assert reconcile.is_secret("stdin")
-    assert reconcile.inputs["create"] == "mailman-reconcile"
+    assert reconcile.inputs["create"] == guarded(
+        "mailman-reconcile",
+        "mailman-reconcile failed; the site keeps its previous lists and users",
+    )
     assert reconcile.inputs["logging"] == "stdout"
     assert ADMIN_PASSWORD in reconcile.inputs["stdin"]
     assert GITHUB_SECRET in reconcile.inputs["stdin"]

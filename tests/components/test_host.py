@@ -11,11 +11,14 @@ import pulumi_hcloud as hcloud
 import pytest
 import yaml
 
+from components.guard import guarded
 from components.host import (
+    POWER_ON_FAILED,
     POWER_ON_TOOL,
     VOLUME_MOUNT_POINT,
     nixos_ready_script,
     power_on_command,
+    remove_old_root,
     resize_stop_script,
     volume_grow_script,
     volume_release_script,
@@ -229,8 +232,9 @@ def test_there_is_no_second_host_key(base_run):
     assert "mailman-host-ssh-host-rsa-key" not in names
 
 
-def test_user_data_stays_the_same_when_install_settings_change(base_run, zoned_run):
+def test_user_data_stays_the_same_when_install_settings_change(base_run, zoned_run, pin_nixpkgs):
     """Release and operator keys are not in it, so it never forces a new server."""
+    pin_nixpkgs("nixos-25.11")
     other = run_program({**BASE, "nixosRelease": "nixos-25.11"})
     assert _cloud_config(other) == _cloud_config(base_run)
     assert zoned_run.namespace["site"].settings.ssh_public_keys  # operator keys are set there
@@ -252,7 +256,8 @@ def test_nixos_install_runs_the_current_installer_once_per_server(base_run):
     assert "delete" not in install.inputs and "update" not in install.inputs
 
 
-def test_nixos_install_gets_the_release_from_settings():
+def test_nixos_install_gets_the_release_from_settings(pin_nixpkgs):
+    pin_nixpkgs("nixos-25.11")
     run = run_program({**BASE, "nixosRelease": "nixos-25.11"})
     assert _install(run).inputs["create"] == install_script("nixos-25.11")
     assert "NIX_CHANNEL=nixos-25.11" in _install(run).inputs["create"]
@@ -317,6 +322,30 @@ def test_nixos_ready_waits_for_the_install_and_reruns_for_a_new_server(base_run)
     assert ready.inputs["triggers"] == [server.id]
     assert "grep -qx ID=nixos /etc/os-release" in ready.inputs["create"]
     assert INSTALL_LOG in ready.inputs["create"]
+
+
+def test_nixos_ready_removes_debians_old_root_once_nixos_is_up(base_run):
+    create = base_run.one(COMMAND, "mailman-host-nixos-ready").inputs["create"]
+    nixos_branch = create.split("\nelse\n")[0]
+    assert "rm -rf --one-file-system -- /old-root" in nixos_branch
+    assert "rm " not in create.split("\nelse\n")[1]
+
+
+def test_old_root_removal_deletes_the_tree_and_nothing_else(tmp_path):
+    old = tmp_path / "old-root"
+    (old / "var/lib/cloud/instance").mkdir(parents=True)
+    (old / "var/lib/cloud/instance/user-data.txt").write_text("PRIVATE KEY")
+    (tmp_path / "keep").write_text("x")
+    script = "set -eu\n" + "\n".join(remove_old_root(str(old)))
+
+    first = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+    again = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=False)
+
+    assert first.returncode == 0, first.stderr
+    assert not old.exists()
+    assert (tmp_path / "keep").exists()
+    assert f"removed {old}" in first.stdout
+    assert (again.returncode, again.stdout) == (0, "")  # nothing left: a re-run does nothing
 
 
 def _shellcheck(script: str):
@@ -453,8 +482,9 @@ def test_a_resize_powers_the_server_on_again_after_the_update():
     power_on = run.one(LOCAL, POWER_ON)
     server = run.one(SERVER)
     assert server.urn in power_on.depends_on
-    assert power_on.inputs["create"] == f"python3 {POWER_ON_TOOL} {int(server.id)}"
-    assert power_on.inputs["create"] == power_on_command(server.id)
+    assert power_on_command(server.id) == f"python3 {POWER_ON_TOOL} {int(server.id)}"
+    # Its environment holds the token: run under the guard (test_secret_failure_paths.py).
+    assert power_on.inputs["create"] == guarded(power_on_command(server.id), POWER_ON_FAILED)
     assert power_on.inputs["triggers"] == [server.id, "cx33"]
     assert power_on.inputs["addPreviousOutputInEnv"] is False
     assert "dir" not in power_on.inputs  # the project directory: tools/ is found from there
@@ -490,9 +520,7 @@ def test_a_server_left_off_by_an_earlier_failed_resize_is_powered_on_by_the_next
     run = run_program(BASE, cloud=FIRST_DEPLOY.with_server("cx23", status="off"))
     power_on = run.one(LOCAL, POWER_ON)
     assert run.one(SERVER).urn in power_on.depends_on
-    assert all(
-        c.name != "mailman-host-resize-stop" for c in run.of_type(COMMAND)
-    )
+    assert all(c.name != "mailman-host-resize-stop" for c in run.of_type(COMMAND))
 
 
 def test_the_power_on_gets_the_token_only_in_its_secret_environment():

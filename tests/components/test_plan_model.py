@@ -121,7 +121,7 @@ EXPECTED = {
     ("serverType", "smaller disk"): Outcome.REFUSED_PREFLIGHT,
     ("location", "protect: true"): Outcome.REFUSED_PROTECTION,
     ("location", "protect: false"): Outcome.REPLACE,
-    ("nixosRelease", ""): Outcome.HOST,
+    ("nixosRelease", ""): Outcome.REFUSED_PREFLIGHT,
     ("sshPublicKeys", ""): Outcome.HOST,
     ("sshAllowedIps", ""): Outcome.IN_PLACE,
     ("acmeStaging", ""): Outcome.IN_PLACE,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.preflight import label_selector
+from components.preflight import check_token_source, label_selector
 from tests.components.conftest import BASE
 from tests.harness import (
     FIRST_DEPLOY,
@@ -253,3 +253,21 @@ def test_a_resize_of_a_server_left_off_stops_nothing_and_powers_it_on():
     names = {c.name for c in run.resources}
     assert "mailman-host-resize-stop" not in names
     assert "mailman-host-resize-power-on" in names
+
+
+@pytest.mark.parametrize(
+    ("stack_token", "env_token"),
+    [(None, "a" * 64), ("a" * 64, ""), ("a" * 64, "a" * 64), (None, "")],
+)
+def test_one_token_or_two_equal_ones_pass(stack_token, env_token):
+    check_token_source({"HCLOUD_TOKEN": env_token}, stack_token)
+
+
+def test_a_stack_token_that_would_override_the_environments_is_refused():
+    with pytest.raises(pulumi.RunError) as refused:
+        check_token_source({"HCLOUD_TOKEN": "r" * 64}, "w" * 64)
+    message = str(refused.value)
+    assert message.startswith("hcloud:token: the stack's token differs from HCLOUD_TOKEN")
+    assert "pulumi config rm hcloud:token" in message
+    assert "r" * 10 not in message and "w" * 10 not in message
+    assert "\n" not in message

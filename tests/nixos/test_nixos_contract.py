@@ -13,7 +13,7 @@ import pytest
 from nix_options import selected_attributes
 from nixos_support import NIXOS, SCHEMA, EvalError
 
-OBJECTS = ("network", "dataVolume", "mtaSts")
+OBJECTS = ("nixpkgs", "network", "dataVolume", "mtaSts")
 
 
 def schema_keys(schema: dict[str, Any]) -> set[str]:

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 from nixos_support import DOCUMENTS, NIXOS, EvalError, evaluate_json
 
-VALID_DOCUMENTS = [
-    *sorted(DOCUMENTS.glob("*.json")),
-    NIXOS / "tests" / "deployment.json",
-]
+from components.nixpkgs_pin import PIN_FILE
+
+VALID_DOCUMENTS = sorted(DOCUMENTS.glob("*.json"))
+VM_TEST_DOCUMENT = NIXOS / "tests" / "deployment.json"
 
 
 @pytest.mark.nix
@@ -25,6 +25,22 @@ def test_sample_documents_satisfy_the_schema(path: Path, schema: dict[str, Any])
     )
     errors = [e.message for e in validator.iter_errors(json.loads(path.read_text()))]
     assert errors == []
+
+
+def test_vm_test_document_with_the_repository_pin_satisfies_the_schema(schema) -> None:
+    """nixos/tests/mailman-site.nix merges components/nixpkgs-pin.json in as `nixpkgs`."""
+    document = json.loads(VM_TEST_DOCUMENT.read_text())
+    document["nixpkgs"] = json.loads(PIN_FILE.read_text())
+    validator = jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    assert [e.message for e in validator.iter_errors(document)] == []
+    assert "nixpkgs" not in json.loads(VM_TEST_DOCUMENT.read_text())  # one definition: the pin
+
+
+def test_sample_documents_carry_the_committed_pin() -> None:
+    for path in VALID_DOCUMENTS:
+        assert json.loads(path.read_text())["nixpkgs"] == json.loads(PIN_FILE.read_text()), path
 
 
 @pytest.mark.nix
@@ -39,7 +55,7 @@ def test_production_document_becomes_these_values(evaluate) -> None:
         "primaryMailDomain": "example.org",
         "nixosRelease": "nixos-26.05",
         "nixosVersion": "26.05",
-        "nixpkgsChannelUrl": "https://nixos.org/channels/nixos-26.05",
+        "nixpkgs": json.loads(PIN_FILE.read_text()),
         "network": {
             "ipv4Address": "203.0.113.10",
             "ipv6Address": "2001:db8:1:2::1",
@@ -134,6 +150,10 @@ def _broken(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
          "deployment.json: dnsRecords.0.values: expected at least one entry"),
         ("dnsRecords", [{"name": "x.example.org", "type": "A"}],
          "deployment.json: dnsRecords.0.values: expected a value"),
+        ("nixpkgs.branch", "nixos-26.11", "nixpkgs.branch: expected nixos-26.05 \\(the pin must"),
+        ("nixpkgs.rev", "nixos-26.05", "nixpkgs.rev: expected a full nixpkgs commit id"),
+        ("nixpkgs.url", "https://example.org/x.tar.gz", "nixpkgs.url: expected https://github"),
+        ("nixpkgs.sha256", "0" * 52, "nixpkgs.sha256: expected the NAR hash"),
     ],
 )
 def test_bad_value_stops_evaluation_with_one_line_naming_the_key(

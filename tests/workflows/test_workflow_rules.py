@@ -240,3 +240,32 @@ def test_smoke_check_action_runs_the_tool_on_the_given_stack(actions) -> None:
 
     assert 'args=(--stack "$STACK")' in script
     assert '.venv/bin/python tools/smoke_check.py "${args[@]}"' in script
+
+
+CREDENTIALS = ("HCLOUD_TOKEN", "PULUMI_CONFIG_PASSPHRASE", "PULUMI_ACCESS_TOKEN")
+WRITE_ENVIRONMENTS = {"staging", "production", "e2e"}
+
+
+def test_every_job_with_credentials_takes_them_from_an_environment(workflows) -> None:
+    """Environment secrets, not repository secrets: a job gets only its environment's."""
+    for name, doc in workflows.items():
+        for job_name, job in doc["jobs"].items():
+            env = {**doc.get("env", {}), **job.get("env", {})}
+            if set(env) & set(CREDENTIALS):
+                assert job.get("environment"), f"{name}.{job_name}: credentials, no environment"
+
+
+def test_pull_request_jobs_never_use_the_write_environments(workflows) -> None:
+    for name, doc in workflows.items():
+        if "pull_request" not in doc["on"] and "pull_request_target" not in doc["on"]:
+            continue
+        for job_name, job in doc["jobs"].items():
+            environment = str(job.get("environment", ""))
+            assert environment not in WRITE_ENVIRONMENTS, f"{name}.{job_name}: {environment}"
+
+
+def test_previews_use_their_read_only_environment_per_stack(workflows) -> None:
+    job = workflows["preview"]["jobs"]["preview"]
+    assert job["environment"] == "preview-${{ matrix.stack }}"
+    assert workflows["review-stack"]["jobs"]["up"]["environment"] == "review"
+    assert workflows["review-stack"]["jobs"]["destroy"]["environment"] == "review"

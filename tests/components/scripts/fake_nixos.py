@@ -3,7 +3,8 @@
 The fakes model just enough of NixOS for the script's control flow to be observable: a system
 profile with numbered generation links (nix-env), store paths for systems that carry a kernel,
 initrd and a `bin/switch-to-configuration` which makes the system current, `nixos-rebuild build`
-producing `./result`, a `nixos` channel, and a health check that passes only when the running
+producing `./result`, the pinned nixpkgs (nix-instantiate of nixos/nixpkgs.nix),
+and a health check that passes only when the running
 system is marked healthy. Every fake command appends its argv to calls.log.
 """
 
@@ -45,19 +46,16 @@ case "$3" in
   *) echo "fake nix-env: unsupported $*" >&2; exit 64 ;;
 esac
 """,
-    # The channel's URL (--add, --list) and its content (--update fetches the URL's release as a
-    # new generation of the channels profile, --rollback returns to the previous one) are apart,
-    # as in Nix.
-    "nix-channel": _LOG
-    + """case "$1" in
-  --list) echo "nixos https://channels.nixos.org/$(cat "$FAKE_ROOT/channel")" ;;
-  --add) echo "${2##*/}" > "$FAKE_ROOT/channel" ;;
-  --update)
-    [ ! -f "$FAKE_ROOT/channel-update-fails" ] || { echo "unable to download" >&2; exit 1; }
-    cat "$FAKE_ROOT/channel" >> "$FAKE_ROOT/channel-generations" ;;
-  --rollback) sed -i '$d' "$FAKE_ROOT/channel-generations" ;;
-  *) exit 64 ;;
-esac
+    # nixos/nixpkgs.nix evaluated: builtins.fetchTarball of the pinned revision ($FAKE_ROOT/pin)
+    # gives its store path, or fails as on a hash mismatch or a failed download.
+    "nix-instantiate": _LOG
+    + """if [ -f "$FAKE_ROOT/pin-fetch-fails" ]; then
+  echo "error: hash mismatch in file downloaded from 'https://github.com/.../x.tar.gz'" >&2
+  exit 1
+fi
+source="$FAKE_ROOT/store/nixpkgs-$(cat "$FAKE_ROOT/pin")"
+mkdir -p "$source"
+printf '"%s"\\n' "$source"
 """,
     "systemctl": _LOG
     + """if [ "$1" = list-units ]; then
@@ -114,8 +112,7 @@ class FakeHost:
         (root / "run").mkdir()
         (root / "store").mkdir()
         (root / "etc-nixos").mkdir()
-        (root / "channel").write_text("nixos-26.05\n")
-        (root / "channel-generations").write_text("nixos-26.05\n")
+        (root / "pin").write_text("rev1\n")
         (root / "calls.log").touch()
         self.add_system("gen1", kernel="6.12.1", healthy=True)
         (root / "profiles" / "system-1-link").symlink_to(root / "store" / "gen1")
@@ -197,12 +194,9 @@ class FakeHost:
     def boot_default(self) -> str:
         return (self.root / "profiles" / "system").resolve().name
 
-    @property
-    def channel(self) -> str:
-        """The release the `nixos` channel's URL names."""
-        return (self.root / "channel").read_text().strip()
+    def pin(self, rev: str) -> None:
+        """Make deployment.json name another nixpkgs revision (a bump)."""
+        (self.root / "pin").write_text(rev + "\n")
 
-    @property
-    def channel_content(self) -> str:
-        """The release nixos-rebuild would evaluate: the channels profile's current generation."""
-        return (self.root / "channel-generations").read_text().split()[-1]
+    def nixpkgs_path(self, rev: str) -> str:
+        return str(self.root / "store" / f"nixpkgs-{rev}")

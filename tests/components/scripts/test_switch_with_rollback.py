@@ -250,58 +250,46 @@ def test_booting_the_old_generation_is_a_failure_that_restores_the_boot_default(
     assert host.boot_default == "gen1"
 
 
-def test_release_change_switches_the_channel(host):
+def test_the_build_uses_the_pinned_nixpkgs_and_no_channel(host):
     host.build_next("gen2", kernel="6.12.1", healthy=True)
 
-    result = host.run("apply", "nixos-26.11", *FILES)
+    result = host.run("apply", "nixos-26.05", *FILES)
 
     assert result.returncode == 0, result.stderr
-    assert host.channel == "nixos-26.11"
-    assert host.channel_content == "nixos-26.11"
-    assert "nix-channel --update nixos" in host.calls
+    etc = host.root / "etc-nixos"
+    assert f"nix-instantiate --eval --json {etc}/nixpkgs.nix" in host.calls
+    assert f"nixos-rebuild build -I nixpkgs={host.nixpkgs_path('rev1')}" in host.calls
+    assert not any(call.startswith("nix-channel") for call in host.calls)
 
 
-def test_same_release_leaves_the_channel_alone(host):
+def test_a_pin_bump_that_fails_health_rolls_back_to_the_previous_revisions_generation(host):
     host.build_next("gen2", kernel="6.12.1", healthy=True)
-
     host.run("apply", "nixos-26.05", *FILES)
+    host.pin("rev2")
+    host.build_next("gen3", kernel="6.12.1", healthy=False)
 
-    assert not any(call.startswith("nix-channel --update") for call in host.calls)
-
-
-def test_failed_release_upgrade_rolls_the_channel_back(host):
-    host.build_next("gen2", kernel="6.12.1", healthy=False)
-
-    result = host.run("apply", "nixos-26.11", *FILES)
+    result = host.run("apply", "nixos-26.05", *FILES)
 
     assert result.returncode == 1
-    assert "nix-channel --rollback" in host.calls
-    assert host.channel_content == "nixos-26.05"
-    assert host.channel == "nixos-26.05"
+    assert f"nixos-rebuild build -I nixpkgs={host.nixpkgs_path('rev2')}" in host.calls
+    # gen2 is the closure built from rev1: rolling back needs no fetch and no rebuild.
+    assert host.running == "gen2"
+    assert host.boot_default == "gen2"
+    assert "rolled back, generation 2 is serving again" in result.stderr
 
 
-def test_a_retried_release_upgrade_fetches_the_release_again(host):
-    """The URL went back with the content, so the next run does not take 26.11 as done."""
-    host.build_next("gen2", kernel="6.12.1", healthy=False)
-    host.run("apply", "nixos-26.11", *FILES)
-    host.build_next("gen3", kernel="6.12.1", healthy=True)
+def test_a_pin_that_cannot_be_fetched_or_verified_builds_nothing(host):
+    (host.root / "pin-fetch-fails").touch()
 
-    result = host.run("apply", "nixos-26.11", *FILES)
-
-    assert result.returncode == 0, result.stderr
-    assert host.calls.count("nix-channel --update nixos") == 2
-    assert host.channel_content == "nixos-26.11"
-
-
-def test_unreachable_release_keeps_the_old_channel_and_activates_nothing(host):
-    (host.root / "channel-update-fails").touch()
-
-    result = host.run("apply", "nixos-26.11", *FILES)
+    result = host.run("apply", "nixos-26.05", *FILES)
 
     assert result.returncode == 1
-    assert "could not fetch the nixos-26.11 channel; the host stays on nixos-26.05" in result.stderr
-    assert host.channel == "nixos-26.05"
+    assert "could not fetch the pinned nixpkgs (nixos-26.05) or its NAR hash does not match" in (
+        result.stderr
+    )
+    assert "hash mismatch" in result.stderr
     assert not any(call.startswith("nixos-rebuild") for call in host.calls)
+    assert host.running == "gen1"
 
 
 def test_files_dropped_from_nixos_dir_are_removed_from_etc_nixos(host):
