@@ -19,20 +19,26 @@ GUARD_TAG = "mailman-site-deploy"
 __all__ = ["GUARD_TAG", "SECRET_GUARD", "guarded"]
 
 
-def guarded(body: str, reason: str) -> str:
+def guarded(body: str, reason: str, public_prefix: str = "") -> str:
     """`body` run so that, on failure, only one fixed line can reach Pulumi's error.
 
     The body's stdout and stderr are held in a root-only tmpfs directory; on success they are
     passed on, on failure they go to the host journal (`journalctl -t mailman-site-deploy`,
     root-readable) and the command prints `<tag>: <reason> (exit N); details ...` only
     (components/scripts/secret-guard.sh). The body keeps the command's stdin.
+
+    `public_prefix`: the body's stderr lines that start with it are written to be shown (never
+    a secret, e.g. the reconcile's one-line refusals): on failure the first few follow the fixed
+    line.
     """
-    if "\n" in reason or "'" in reason:
-        raise ValueError("reason: one line without single quotes")
+    for name, text in (("reason", reason), ("public_prefix", public_prefix)):
+        if "\n" in text or "'" in text:
+            raise ValueError(f"{name}: one line without single quotes")
     return "\n".join(
         [
             f"GUARD_TAG={GUARD_TAG}",
             f"GUARD_REASON='{reason}'",
+            f"GUARD_PUBLIC_PREFIX='{public_prefix}'",
             "guarded_body() {",
             body.rstrip("\n"),
             "}",

@@ -148,7 +148,10 @@ class MailmanReconcile(pulumi.ComponentResource):
             # Readable copies of the non-secret desired state: previews diff these as text.
             triggers=[desired.lists_yaml(), readable_yaml(desired.public()), server_id],
             secret=True,
-            failure_reason="mailman-reconcile failed; the site keeps its previous lists and users",
+            failure_reason="mailman-reconcile failed",
+            # Its own one-line refusals (nixos/mailman_reconcile.py ReconcileError, the wrapper's
+            # messages) name the list and field and hold no secret: they follow that line.
+            public_prefix="mailman-reconcile: ",
             # The summary on stdout is all that is logged; stderr could echo input on a crash.
             logging=command.remote.Logging.STDOUT,
         )

@@ -129,19 +129,21 @@ def remote_command(
     stdin: pulumi.Input[str] | None = None,
     secret: bool = False,
     failure_reason: str = "",
+    public_prefix: str = "",
     logging: command.remote.Logging | None = None,
 ) -> command.remote.Command:
     """A command run once over SSH, again only when `create`, `stdin` or `triggers` change.
 
     `secret`: `stdin` carries a secret; it is sent marked secret, nothing is logged unless
     `logging` says otherwise, stdin/stdout/stderr are secret outputs, and `create` runs
-    `guarded` with `failure_reason` as its one line on failure. Previous output is never put
+    `guarded` with `failure_reason` as its one line on failure (followed by the body's own
+    stderr lines starting with `public_prefix`, if given). Previous output is never put
     into the next run's environment.
     """
     if secret:
         if not failure_reason:
             raise ValueError(f"{resource_name}: a secret command needs a failure_reason")
-        create = guarded(create, failure_reason)
+        create = guarded(create, failure_reason, public_prefix)
     secret_outputs = ["stdin", "stdout", "stderr"] if secret else []
     if secret and logging is None:
         logging = command.remote.Logging.NONE

@@ -55,11 +55,18 @@ REST_TIMEOUT_SECONDS = 60
 
 
 class ReconcileError(Exception):
-    """A condition that ends the run with one clear line and an exit code."""
+    """A condition that ends the run with one clear line and an exit code.
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    The line (`mailman-reconcile: ...`) may reach the deploy's output (components/guard.py
+    passes such lines on): it never holds a secret or text we did not write. `detail` is text
+    of others (a database's message can quote a whole row): printed on the next line, which
+    the deploy's guard keeps in the host journal.
+    """
+
+    def __init__(self, message: str, exit_code: int, detail: str = "") -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.detail = detail
 
 
 def invalid(message: str) -> ReconcileError:
@@ -839,8 +846,9 @@ def setup_django() -> LazySettings:
     try:
         django.setup()
     except (ImproperlyConfigured, ImportError) as error:
-        raise ReconcileError(f"mailman-web settings cannot be loaded: {error}",
-                             EXIT_UNREACHABLE) from None
+        raise ReconcileError(
+            f"mailman-web settings cannot be loaded ({type(error).__name__})",
+            EXIT_UNREACHABLE, detail=str(error)) from None
     return settings
 
 
@@ -852,8 +860,8 @@ def check_database() -> None:
         Site.objects.exists()
     except DatabaseError as error:
         raise ReconcileError(
-            f"mailman-web's database is unreachable or not migrated: {error}",
-            EXIT_UNREACHABLE) from None
+            f"mailman-web's database is unreachable or not migrated ({type(error).__name__})",
+            EXIT_UNREACHABLE, detail=str(error)) from None
 
 
 def with_database_errors(step: Callable[[], Outcome]) -> Outcome:
@@ -863,8 +871,8 @@ def with_database_errors(step: Callable[[], Outcome]) -> Outcome:
     try:
         return step()
     except DatabaseError as error:
-        raise ReconcileError(f"mailman-web's database failed: {error}",
-                             EXIT_UNREACHABLE) from None
+        raise ReconcileError(f"mailman-web's database failed ({type(error).__name__})",
+                             EXIT_UNREACHABLE, detail=str(error)) from None
 
 
 def reconcile(state: DesiredState, core: Core) -> Outcome:
@@ -904,6 +912,8 @@ def main(stdin: Callable[[], str] = sys.stdin.read) -> int:
         outcome = with_database_errors(lambda: reconcile(state, core))
     except ReconcileError as error:
         print(f"mailman-reconcile: {error}", file=sys.stderr)
+        if error.detail:
+            print(f"  {error.detail}", file=sys.stderr)
         return error.exit_code
     for line in summary(outcome):
         print(line)

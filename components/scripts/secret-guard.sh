@@ -37,4 +37,12 @@ elif command -v logger >/dev/null 2>&1; then
 fi
 printf '%s: %s (exit %s); details, as root where it ran: journalctl -t %s\n' \
   "$GUARD_TAG" "$GUARD_REASON" "$guard_status" "$GUARD_TAG" >&2
+# A body whose own refusals are written to be shown (a line starting with GUARD_PUBLIC_PREFIX,
+# e.g. the reconcile's `mailman-reconcile: lists[...] ...`, never holding a secret) gets its
+# first few such lines through, cut short; everything else stays in the journal.
+if [ -n "${GUARD_PUBLIC_PREFIX:-}" ]; then
+  awk -v prefix="$GUARD_PUBLIC_PREFIX" \
+    'index($0, prefix) == 1 { print substr($0, 1, 500); if (++shown == 5) exit }' \
+    "$guard_dir/err" >&2
+fi
 exit "$guard_status"

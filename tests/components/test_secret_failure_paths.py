@@ -89,6 +89,27 @@ def test_a_failing_body_that_echoes_the_secret_prints_one_fixed_line(run, tmp_pa
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
+def test_a_failing_reconcile_shows_its_own_refusal_but_no_secret(run, tmp_path):  # noqa: F811
+    resource = run.one(COMMAND, "mailman-reconcile-run")
+    secret = resource.inputs["stdin"]
+    refusal = ("mailman-reconcile: lists[a@example.org].settings.preferred_language must be a "
+               'language Mailman core knows (de, en), not "xx"')
+    # The stand-in echoes the secret (no final newline), then the program's own two lines.
+    bin_dir = _bin(
+        tmp_path, f"cat >&2\necho >&2\necho '{refusal}' >&2\necho '  detail' >&2\nexit 1")
+
+    result = _run(resource.inputs["create"], secret, tmp_path, bin_dir)
+
+    assert result.returncode == 1
+    fixed, shown = result.stderr.splitlines()
+    assert fixed.startswith(f"{GUARD_TAG}: mailman-reconcile failed (exit 1)")
+    assert shown == refusal
+    for line in secret.splitlines():
+        if len(line.strip()) >= 8:
+            assert line.strip() not in result.stdout + result.stderr
+    assert "  detail" in (tmp_path / "journal").read_text()
+
+
 def test_a_successful_reconcile_still_prints_its_summary(run, tmp_path):  # noqa: F811
     resource = run.one(COMMAND, "mailman-reconcile-run")
     bin_dir = _bin(tmp_path, 'cat >/dev/null\necho "lists: 2 created, 0 updated"')
