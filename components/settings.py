@@ -12,13 +12,13 @@ import binascii
 import difflib
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
 from components.lists import ListsError, NormalizedList, is_mailman_address, load_lists
 
@@ -198,15 +198,46 @@ def fail(key: str, value: object, expected: str, *, secret: bool = False) -> NoR
     raise pulumi.RunError(f"{NAMESPACE}:{key}: {shown} is not {expected}")
 
 
+def _engine_config() -> tuple[frozenset[str], frozenset[str]]:
+    """The `mailman:` keys this stack sets, and those of them stored encrypted.
+
+    The Python language host hands a program its stack configuration in two environment
+    variables (pulumi/pulumi sdk/python/cmd/pulumi-language-python/main.go, constants
+    `pulumiConfigVar = "PULUMI_CONFIG"`, a JSON object of every key, and
+    `pulumiConfigSecretKeysVar = "PULUMI_CONFIG_SECRET_KEYS"`, a JSON array of the keys stored
+    as secrets); `pulumi.Config` reads its values from the first. The SDK has no public call that
+    lists the keys or says whether one was stored encrypted, and the engine does neither check
+    for us: it validates only the keys Pulumi.yaml declares (sdk/go/common/workspace/config.go
+    `validateStackConfigValues` loops over `project.Config`, so a misspelt key passes), and its
+    `secret: true` cannot guard an optional key (a declared default is merged in as a plain value
+    and then refused by `validateStackConfigValue`, "must be encrypted as it's secret").
+    """
+    prefix = f"{NAMESPACE}:"
+    keys = json.loads(os.environ.get("PULUMI_CONFIG") or "{}")
+    secret = json.loads(os.environ.get("PULUMI_CONFIG_SECRET_KEYS") or "[]")
+    return (
+        frozenset(k[len(prefix) :] for k in keys if k.startswith(prefix)),
+        frozenset(k[len(prefix) :] for k in secret if k.startswith(prefix)),
+    )
+
+
 class _Reader:
-    """Reads raw config values; structured values arrive JSON-encoded, like the CLI stores them."""
+    """Reads raw values through `pulumi.Config`; structured values arrive JSON-encoded.
+
+    An empty value means unset: it is what Pulumi.yaml declares as the default of an optional
+    key without a natural value (dnsZone, adminPassword), and `pulumi new` saves no empty answer.
+    """
+
+    def __init__(self) -> None:
+        self.config = pulumi.Config(NAMESPACE)
+        self.keys, self.secret_keys = _engine_config()
 
     def raw(self, key: str) -> str | None:
-        value = get_config(f"{NAMESPACE}:{key}")
-        return None if value is None else str(value)
+        value = self.config.get(key)
+        return value or None
 
     def secret(self, key: str) -> bool:
-        return is_config_secret(f"{NAMESPACE}:{key}")
+        return key in self.secret_keys
 
     def string(self, key: str, default: str) -> str:
         value = self.raw(key)
@@ -230,19 +261,23 @@ class _Reader:
             fail(key, value, expected, secret=self.secret(key))
 
 
-def configured_keys() -> set[str]:
-    """Names of the `mailman:` keys set in this stack's config."""
-    keys = set(CONFIG.get()) | set(get_config_env())
-    prefix = f"{NAMESPACE}:"
-    return {k[len(prefix) :] for k in keys if k.startswith(prefix)}
-
-
-def _check_known_keys() -> None:
-    for key in sorted(configured_keys()):
+def _check_known_keys(reader: _Reader) -> None:
+    for key in sorted(reader.keys):
         if key not in _KNOWN_KEYS:
             close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            fail(key, get_config(f"{NAMESPACE}:{key}"), f"a known setting{hint}")
+            fail(key, reader.config.get(key), f"a known setting{hint}")
+
+
+def _check_project_name() -> None:
+    # `pulumi new` asks for a project name (default: this one, sdk/go/common/workspace/
+    # templates.go ValueOrSanitizedDefaultProjectName); the settings live in its namespace.
+    project = pulumi.get_project()
+    if project != NAMESPACE:
+        raise pulumi.RunError(
+            f'Pulumi.yaml: name "{project}" is not {NAMESPACE} (the settings are read from the '
+            f"{NAMESPACE}: namespace; keep the project name)"
+        )
 
 
 def _domain(key: str, value: object, what: str = "a fully qualified domain name") -> str:
@@ -484,8 +519,15 @@ def _site(reader: _Reader) -> dict[str, Any]:
 
 def load_settings() -> Settings:
     """Read and validate every `mailman:` key; the only place the program reads config."""
+    _check_project_name()
+    return read_settings()
+
+
+def read_settings() -> Settings:
+    """`load_settings` without the project name check (tools/check_settings.py runs it outside
+    a Pulumi project)."""
     reader = _Reader()
-    _check_known_keys()
+    _check_known_keys(reader)
     names = _names(reader)
     machine = _machine(reader)
     site = _site(reader)

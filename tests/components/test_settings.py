@@ -1,5 +1,6 @@
 """Stack settings: defaults, the reference table, and one clear line for every bad value."""
 
+import re
 from pathlib import Path
 
 import pulumi
@@ -244,3 +245,35 @@ def test_every_documented_key_is_accepted():
 def test_readme_config_table_is_generated_from_config_keys():
     readme = (REPO / "README.md").read_text()
     assert config_table() in readme
+
+
+def test_a_renamed_project_fails_with_one_line_before_anything_is_registered():
+    # `pulumi new` lets the user type another project name; the settings namespace is fixed.
+    run = run_failing_program(BASE, project="lists")
+    assert str(run.error) == (
+        'Pulumi.yaml: name "lists" is not mailman (the settings are read from the mailman: '
+        "namespace; keep the project name)"
+    )
+    assert run.resources == []
+
+
+PRIVATE_CONFIG_API = re.compile(
+    r"pulumi\.runtime\.config|\b(set_all_config|get_config_env|is_config_secret|"
+    r"get_config_secret_keys_env)\b|\bCONFIG\.get\(|from pulumi\.runtime import"
+)
+
+
+def test_the_program_reads_settings_through_public_api_only():
+    # Values through `pulumi.Config`, key names and secrecy from the language host's
+    # PULUMI_CONFIG / PULUMI_CONFIG_SECRET_KEYS environment: no SDK config internals.
+    sources = [
+        REPO / "__main__.py",
+        *(REPO / "components").rglob("*.py"),
+        *(REPO / "tools").glob("*.py"),
+    ]
+    offenders = [
+        f"{path.relative_to(REPO)}: {match.group(0)}"
+        for path in sources
+        for match in PRIVATE_CONFIG_API.finditer(path.read_text())
+    ]
+    assert offenders == []
