@@ -29,6 +29,26 @@ DEFAULT_SSH_ALLOWED_IPS = ("0.0.0.0/0", "::/0")
 REQUIRED = "\u2013"  # the en dash the README shows as the default of a required key
 
 
+NO_DEFAULT = object()  # `Declared.default` of a required key
+
+
+@dataclass(frozen=True)
+class Declared:
+    """How Pulumi.yaml declares a key, so the engine checks its type before the program runs.
+
+    `type`: one of the project schema's config types (pulumi/pulumi
+    sdk/go/common/workspace/project.json `$defs.simpleConfigType`: string, integer, boolean,
+    array; an array also names its `items`), or None for a key declared without a type.
+    `default`: merged into the stack's config when the stack does not set the key
+    (sdk/go/common/workspace/config.go `mergeConfig`); a declared key without one is required
+    ("Stack '...' is missing configuration value"), so optional keys without a natural value
+    declare an empty one, which the program reads as unset.
+    """
+
+    type: str | None
+    default: object = NO_DEFAULT
+
+
 @dataclass(frozen=True)
 class ConfigKey:
     """One `mailman:` stack setting, as the README's configuration table shows it."""
@@ -37,20 +57,47 @@ class ConfigKey:
     type: str
     default: str  # REQUIRED when there is no default
     description: str
+    declared: Declared
 
+
+def _string(default: object = NO_DEFAULT) -> Declared:
+    return Declared("string", default)
+
+
+def _boolean(default: bool) -> Declared:
+    return Declared("boolean", default)
+
+
+def _strings(default: list[str]) -> Declared:
+    return Declared("array", default)
+
+
+# Declared without a type: socialLogins is an object (not a type the project schema lists), and
+# sshPublicKeys takes a list or, as `pulumi new` saves a prompt's answer, one key as plain text.
+_UNTYPED_LIST = Declared(None, [])
+_UNTYPED_OBJECT = Declared(None, {})
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
-        "hostname", "FQDN, required", REQUIRED, "web UI host, Postfix `myhostname`, PTR name"
+        "hostname",
+        "FQDN, required",
+        REQUIRED,
+        "web UI host, Postfix `myhostname`, PTR name",
+        _string(),
     ),
     ConfigKey(
         "adminEmail",
         "email, required",
         REQUIRED,
         "site owner, ACME account, superuser e-mail, DMARC reports",
+        _string(),
     ),
     ConfigKey(
-        "mailDomains", "list of domains", "`[hostname]`", "domains lists live in (`list@domain`)"
+        "mailDomains",
+        "list of domains",
+        "`[hostname]`",
+        "domains lists live in (`list@domain`)",
+        _strings([]),
     ),
     ConfigKey(
         "dnsZone",
@@ -58,52 +105,97 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "unset",
         "Hetzner DNS zone to write records into; unset = no DNS resources, records exported as "
         "`dnsRecords`",
+        _string(""),
     ),
-    ConfigKey("serverType", "string", "`cx23`", "Hetzner server type"),
-    ConfigKey("location", "string", "`nbg1`", "Hetzner location"),
+    ConfigKey("serverType", "string", "`cx23`", "Hetzner server type", _string("cx23")),
+    ConfigKey("location", "string", "`nbg1`", "Hetzner location", _string("nbg1")),
     ConfigKey(
         "nixosRelease",
         "string",
         "`nixos-26.05`",
         "NixOS channel/branch the host runs; pinned, visible in previews",
+        _string("nixos-26.05"),
     ),
     ConfigKey(
         "sshPublicKeys",
         "list",
         "`[]`",
         "operator keys added to root besides the generated deploy key",
+        _UNTYPED_LIST,
     ),
-    ConfigKey("sshAllowedIps", "list of CIDRs", "world", "sources allowed on port 22"),
-    ConfigKey("acmeStaging", "bool", "false", "use Let's Encrypt staging (staging/review stacks)"),
+    ConfigKey(
+        "sshAllowedIps",
+        "list of CIDRs",
+        "world",
+        "sources allowed on port 22",
+        _strings(list(DEFAULT_SSH_ALLOWED_IPS)),
+    ),
+    ConfigKey(
+        "acmeStaging",
+        "bool",
+        "false",
+        "use Let's Encrypt staging (staging/review stacks)",
+        _boolean(False),
+    ),
     ConfigKey(
         "protect",
         "bool",
         "true",
         "delete/rebuild protection + Pulumi `protect` on server, IPs, volume",
+        _boolean(True),
     ),
-    ConfigKey("backups", "bool", "true", "Hetzner automatic backups"),
-    ConfigKey("volumeSize", "int GB", "10", "data volume for `/var/lib` state"),
+    ConfigKey("backups", "bool", "true", "Hetzner automatic backups", _boolean(True)),
+    ConfigKey(
+        "volumeSize",
+        "int GB",
+        "10",
+        "data volume for `/var/lib` state",
+        Declared("integer", 10),
+    ),
     ConfigKey(
         "database",
         "postgresql/sqlite",
         "postgresql",
         "Mailman core + web database on the host (sqlite for small/throwaway stacks)",
+        _string("postgresql"),
     ),
-    ConfigKey("lists", "path", "`lists.yaml`", "declarative mailing lists (see below)"),
-    ConfigKey("adminUser", "string", "`admin`", "Django superuser name"),
+    ConfigKey(
+        "lists",
+        "path",
+        "`lists.yaml`",
+        "declarative mailing lists (see below)",
+        _string("lists.yaml"),
+    ),
+    ConfigKey("adminUser", "string", "`admin`", "Django superuser name", _string("admin")),
     ConfigKey(
         "adminPassword",
         "secret",
         "generated",
         "Django superuser password (generated ones are exported as a secret output)",
+        # Not `secret: true`: that would make it required (see `_engine_config`); the program
+        # refuses a value not stored encrypted.
+        _string(""),
     ),
-    ConfigKey("dmarcPolicy", "none/quarantine/reject", "none", "`_dmarc` policy"),
-    ConfigKey("mailman2Redirects", "bool", "false", "the seed's optional Mailman 2 URL redirects"),
+    ConfigKey(
+        "dmarcPolicy",
+        "none/quarantine/reject",
+        "none",
+        "`_dmarc` policy",
+        _string("none"),
+    ),
+    ConfigKey(
+        "mailman2Redirects",
+        "bool",
+        "false",
+        "the seed's optional Mailman 2 URL redirects",
+        _boolean(False),
+    ),
     ConfigKey(
         "socialLogins",
         "object",
         "unset",
         "django-allauth providers, e.g. `github: {clientId, clientSecret(secret)}`",
+        _UNTYPED_OBJECT,
     ),
 )
 
@@ -319,6 +411,14 @@ def _string_list(reader: _Reader, key: str, expected: str) -> list[Any] | None:
     return value
 
 
+def _ssh_key_list(reader: _Reader) -> list[Any]:
+    """A list of keys, or one key as plain text (how `pulumi new` saves the prompt's answer)."""
+    text = reader.raw("sshPublicKeys")
+    if text is not None and not text.lstrip().startswith("["):
+        return [text]
+    return _string_list(reader, "sshPublicKeys", "a list of OpenSSH public keys") or []
+
+
 def _ssh_public_key(key: str, value: object) -> str:
     expected = "an OpenSSH public key (ssh-ed25519 AAAA... comment)"
     if not isinstance(value, str):
@@ -433,11 +533,10 @@ def _names(reader: _Reader) -> dict[str, Any]:
     hostname = _domain("hostname", _required(reader, "hostname", "lists.example.org"))
     admin_email = _email("adminEmail", _required(reader, "adminEmail", "postmaster@example.org"))
     domains_raw = _string_list(reader, "mailDomains", "a list of domain names")
-    if domains_raw is None:
+    # Empty (Pulumi.yaml's declared default) or unset: the hostname.
+    if not domains_raw:
         mail_domains: tuple[str, ...] = (hostname,)
     else:
-        if not domains_raw:
-            fail("mailDomains", domains_raw, "a non-empty list of domain names")
         mail_domains = tuple(_domain("mailDomains", d) for d in domains_raw)
         duplicates = sorted({d for d in mail_domains if mail_domains.count(d) > 1})
         if duplicates:
@@ -474,7 +573,7 @@ def _machine(reader: _Reader) -> dict[str, Any]:
     if not volume.isdigit() or not MIN_VOLUME_GB <= int(volume) <= MAX_VOLUME_GB:
         fail("volumeSize", volume, f"a whole number of GB from {MIN_VOLUME_GB} to {MAX_VOLUME_GB}")
 
-    keys_raw = _string_list(reader, "sshPublicKeys", "a list of OpenSSH public keys") or []
+    keys_raw = _ssh_key_list(reader)
     ips_raw = _string_list(reader, "sshAllowedIps", "a list of CIDRs")
     if ips_raw is not None and not ips_raw:
         fail("sshAllowedIps", ips_raw, "a non-empty list of CIDRs (omit it to allow everyone)")
@@ -549,3 +648,26 @@ def config_table() -> str:
     for key in CONFIG_KEYS:
         rows.append(f"| `{key.name}` | {key.type} | {key.default} | {key.description} |")
     return "\n".join(rows) + "\n"
+
+
+def project_config() -> dict[str, dict[str, object]]:
+    """The `config:` declarations of Pulumi.yaml for every `mailman:` key, from `CONFIG_KEYS`.
+
+    The form is the project schema's `configTypeDeclaration` (pulumi/pulumi
+    sdk/go/common/workspace/project.json): type, items (for arrays), description, default.
+    Keys are written without a namespace: the engine puts them in the project's
+    (sdk/go/common/workspace/config.go `parseConfigKey`). `python tools/pulumi_yaml.py` writes
+    the block into Pulumi.yaml; tests/components/test_project_config.py compares the two.
+    """
+    declarations: dict[str, dict[str, object]] = {}
+    for key in CONFIG_KEYS:
+        declaration: dict[str, object] = {}
+        if key.declared.type is not None:
+            declaration["type"] = key.declared.type
+        if key.declared.type == "array":
+            declaration["items"] = {"type": "string"}
+        declaration["description"] = key.description.replace("`", "")
+        if key.declared.default is not NO_DEFAULT:
+            declaration["default"] = key.declared.default
+        declarations[key.name] = declaration
+    return declarations

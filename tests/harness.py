@@ -60,6 +60,8 @@ from pulumi.runtime.settings import SETTINGS, get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
+from tests.pulumi_engine import EngineConfigError, apply_project_config, load_project
+
 REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "__main__.py"
 PROJECT = "mailman"
@@ -700,14 +702,31 @@ def run_failing_program(
     cloud: Cloud = FIRST_DEPLOY,
     ssh_auth_sock: str | None = None,
     project: str = PROJECT,
+    engine_checks: bool = True,
 ) -> ProgramRun:
     """Evaluate the program once; any exception is returned in `ProgramRun.error`, not raised.
 
-    The configuration reaches the program the way the Python language host passes it: in the
+    For the real program, the configuration first goes through what the CLI does with it
+    (tests/pulumi_engine.py: Pulumi.yaml's defaults merged in, declared types and required keys
+    checked; a refusal is returned as `ProgramRun.error`, an `EngineConfigError`, with nothing
+    run). `engine_checks=False` skips that, to test the program's own checks on values the
+    engine would already refuse (what tools/check_settings.py sees). The configuration then
+    reaches the program the way the Python language host passes it: in the
     `PULUMI_CONFIG`/`PULUMI_CONFIG_SECRET_KEYS` environment (`language_host_environment`).
     `ssh_auth_sock`: SSH_AUTH_SOCK while the program runs (unset by default, whatever the
     environment of the tests says: preflight refuses a stale agent socket).
     """
+    if engine_checks and program == MAIN:
+        try:
+            engine = apply_project_config(
+                load_project(REPO / "Pulumi.yaml"),
+                stack,
+                {_qualified(k): v for k, v in config.items()},
+                [_qualified(k) for k in secrets],
+            )
+        except EngineConfigError as error:
+            return ProgramRun(error=error)
+        config, secrets = engine.values, engine.secret_keys
     previous_cwd = Path.cwd()
     environment: dict[str, str | None] = {
         **language_host_environment(config, secrets),
@@ -745,6 +764,7 @@ def run_program(
     cloud: Cloud = FIRST_DEPLOY,
     ssh_auth_sock: str | None = None,
     project: str = PROJECT,
+    engine_checks: bool = True,
 ) -> ProgramRun:
     """Evaluate the program once and return what it registered; raise if it failed."""
     run = run_failing_program(
@@ -756,6 +776,7 @@ def run_program(
         cloud=cloud,
         ssh_auth_sock=ssh_auth_sock,
         project=project,
+        engine_checks=engine_checks,
     )
     if run.error is not None:
         raise ProgramFailedError(f"program failed: {run.error!r}") from run.error
