@@ -137,3 +137,15 @@ def test_values_the_cli_stores_as_text_pass_the_types():
             "dnsZone": "",
         }
     )
+
+
+def test_the_generator_rewrites_a_stale_block_into_the_committed_file():
+    sys.path.insert(0, str(REPO / "tools"))
+    import pulumi_yaml  # noqa: PLC0415 - tools/ is not a package
+
+    text = (REPO / "Pulumi.yaml").read_text()
+    stale = text.replace("default: cx23", "default: cx22").replace(
+        "  socialLogins:", "  socialLogin:"
+    )
+    assert not pulumi_yaml.is_current(stale)
+    assert pulumi_yaml.with_block(stale, pulumi_yaml.config_block(stale)) == text
