@@ -200,6 +200,9 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
 )
 
 _KNOWN_KEYS = tuple(key.name for key in CONFIG_KEYS)
+# What an unset key means: the default Pulumi.yaml declares (the CLI passes it in; tools and
+# tests that run without the CLI get the same).
+_DEFAULTS = {key.name: key.declared.default for key in CONFIG_KEYS}
 
 # Hetzner Cloud server type families: shared x86 (cx, cpx), shared Arm (cax), dedicated (ccx).
 # The install image (Debian 12) and nixos-infect exist for both architectures, so both are fine.
@@ -331,14 +334,15 @@ class _Reader:
     def secret(self, key: str) -> bool:
         return key in self.secret_keys
 
-    def string(self, key: str, default: str) -> str:
+    def string(self, key: str) -> str:
+        """The value, or the default Pulumi.yaml declares for `key` (`CONFIG_KEYS`)."""
         value = self.raw(key)
-        return default if value is None else value
+        return str(_DEFAULTS[key]) if value is None else value
 
-    def boolean(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str) -> bool:
         value = self.raw(key)
         if value is None:
-            return default
+            return bool(_DEFAULTS[key])
         if value in ("true", "false"):
             return value == "true"
         fail(key, value, "a boolean (true or false)")
@@ -510,7 +514,7 @@ def _lists(
     reader: _Reader, mail_domains: tuple[str, ...], admin_email: str
 ) -> tuple[Path, tuple[NormalizedList, ...]]:
     key = "lists"
-    text = reader.string(key, "lists.yaml")
+    text = reader.string(key)
     # Pulumi runs the program in the project directory, so relative paths are project-relative.
     path = Path(text)
     if not path.is_file():
@@ -560,16 +564,16 @@ def _names(reader: _Reader) -> dict[str, Any]:
 
 def _machine(reader: _Reader) -> dict[str, Any]:
     """Server type, location, NixOS release, volume, SSH access, protection and backups."""
-    server_type = reader.string("serverType", "cx23").strip().lower()
+    server_type = reader.string("serverType").strip().lower()
     if not _SERVER_TYPE.match(server_type):
         fail("serverType", server_type, "a Hetzner server type (cx23, cpx22, cax11, ccx13, ...)")
-    location = reader.string("location", "nbg1").strip().lower()
+    location = reader.string("location").strip().lower()
     if location not in LOCATIONS:
         fail("location", location, f"a Hetzner location ({', '.join(LOCATIONS)})")
-    nixos_release = reader.string("nixosRelease", "nixos-26.05").strip()
+    nixos_release = reader.string("nixosRelease").strip()
     if not _NIXOS_RELEASE.match(nixos_release):
         fail("nixosRelease", nixos_release, "a NixOS release channel (nixos-26.05)")
-    volume = reader.string("volumeSize", str(MIN_VOLUME_GB)).strip()
+    volume = reader.string("volumeSize").strip()
     if not volume.isdigit() or not MIN_VOLUME_GB <= int(volume) <= MAX_VOLUME_GB:
         fail("volumeSize", volume, f"a whole number of GB from {MIN_VOLUME_GB} to {MAX_VOLUME_GB}")
 
@@ -588,13 +592,13 @@ def _machine(reader: _Reader) -> dict[str, Any]:
             if ips_raw is None
             else tuple(_cidr("sshAllowedIps", c) for c in ips_raw)
         ),
-        "protect": reader.boolean("protect", default=True),
-        "backups": reader.boolean("backups", default=True),
+        "protect": reader.boolean("protect"),
+        "backups": reader.boolean("backups"),
     }
 
 
-def _choice(reader: _Reader, key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = reader.string(key, default)
+def _choice(reader: _Reader, key: str, choices: tuple[str, ...]) -> str:
+    value = reader.string(key)
     if value not in choices:
         fail(key, value, "one of " + ", ".join(choices))
     return value
@@ -602,16 +606,16 @@ def _choice(reader: _Reader, key: str, default: str, choices: tuple[str, ...]) -
 
 def _site(reader: _Reader) -> dict[str, Any]:
     """Mailman site options: database, superuser, DMARC, ACME, redirects, social logins."""
-    admin_user = reader.string("adminUser", "admin")
+    admin_user = reader.string("adminUser")
     if not _DJANGO_USERNAME.match(admin_user):
         fail("adminUser", admin_user, "a Django user name (letters, digits, @ . + - _)")
     return {
-        "database": _choice(reader, "database", "postgresql", ("postgresql", "sqlite")),
+        "database": _choice(reader, "database", ("postgresql", "sqlite")),
         "admin_user": admin_user,
         "admin_password": _admin_password(reader),
-        "dmarc_policy": _choice(reader, "dmarcPolicy", "none", ("none", "quarantine", "reject")),
-        "acme_staging": reader.boolean("acmeStaging", default=False),
-        "mailman2_redirects": reader.boolean("mailman2Redirects", default=False),
+        "dmarc_policy": _choice(reader, "dmarcPolicy", ("none", "quarantine", "reject")),
+        "acme_staging": reader.boolean("acmeStaging"),
+        "mailman2_redirects": reader.boolean("mailman2Redirects"),
         "social_logins": _social_logins(reader),
     }
 
