@@ -3,9 +3,15 @@ as the policy engine shows them: secret inputs unwrapped, the `protect` option, 
 
 The CrossGuard SDK cannot evaluate a program by itself (pulumi-policy 1.21.0 `PolicyPack()`
 starts the analyzer's gRPC server for the engine and blocks), so ./test.sh runs the rule
-functions directly; the preview workflow runs the same rules through policy/__main__.py.
+functions directly, and once more through policy/__main__.py and the real SDK in the pack's own
+virtualenv (tests/components/data/policy_sdk_driver.py); the preview workflow runs the pack.
 """
 
+import hashlib
+import json
+import os
+import shutil
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -183,3 +189,80 @@ def test_the_preview_workflow_runs_the_pack():
     preview = next(i for i, s in enumerate(steps) if "policyPacks" in s.get("with", {}))
     assert install < preview
     assert steps[preview]["with"]["policyPacks"] == "policy"
+
+
+# The real SDK, in the pack's own virtualenv (policy/requirements.txt), built once per
+# requirements under .cache/ like the reconcile tests' Mailman.
+UNKNOWN_NUMBER = "3eeb2bf0-c639-47a8-9e75-3b44932eb421"  # pulumi_policy/proxy.py
+UNKNOWN_STRING = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+
+@pytest.fixture(scope="session")
+def policy_python() -> Path:
+    requirements = REPO / "policy" / "requirements.txt"
+    key = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    root = REPO / ".cache" / f"policy-venv-{key}"
+    if not (root / "ready").exists():
+        # `ready` is written last, so an interrupted build is thrown away, never reused.
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+        install = subprocess.run(
+            [str(root / "bin" / "python"), "-m", "pip", "install", "--quiet",
+             "--disable-pip-version-check", "-r", str(requirements)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if install.returncode != 0:
+            message = f"cannot install policy/requirements.txt: {install.stderr[-2000:]}"
+            if os.environ.get("CI") == "true":
+                pytest.fail(message)
+            pytest.skip(message)
+        (root / "ready").write_text("")
+    return root / "bin" / "python"
+
+
+def _engine_view(resource: RegisteredResource, preview: bool) -> dict[str, object]:
+    props = unwrap(resource.raw_inputs)
+    if preview and resource.type == rules.SERVER:
+        # During a first preview the firewall's id is not known yet, nor is a primary IP's.
+        props = {**props, "firewallIds": [UNKNOWN_NUMBER], "ipv4Address": UNKNOWN_STRING}
+    return {
+        "type": resource.type,
+        "name": resource.name,
+        "urn": resource.urn,
+        "props": props,
+        "protect": resource.protect,
+    }
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["update", "preview"])
+def test_the_pack_reports_through_the_real_sdk_what_the_rules_find(policy_python, preview):
+    world = {k: v for k, v in ZONED.items() if k != "sshAllowedIps"}
+    bad = run_program({**world, "protect": False}, ZONED_SECRETS, stack="production")
+    resources = [r for r in bad.resources if r.custom]
+    leaked = replace(resources[0], raw_inputs={**resources[0].raw_inputs, "labels": {
+        "k": "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----"}})  # fmt: skip
+    resources.append(leaked)
+    driver = subprocess.run(
+        [str(policy_python), str(REPO / "tests" / "components" / "data" / "policy_sdk_driver.py"),
+         str(REPO / "policy")],
+        input=json.dumps([_engine_view(r, preview) for r in resources]),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert driver.returncode == 0, driver.stderr[-3000:]
+    report = json.loads(driver.stdout)
+    assert report["pack"] == "mailman"
+    assert report["policies"] == [[rule.name, "mandatory"] for rule in rules.RULES]
+    expected = sorted(
+        [rule.name, message, resource.urn]
+        for resource in resources
+        for rule in rules.RULES
+        for message in rule.check(as_policy_sees_it(resource))
+    )
+    assert sorted(report["violations"]) == expected
+    # Every promise broken once here: world SSH, no protection (4), a plain private key.
+    assert {name for name, _, _ in report["violations"]} == {
+        "production-ssh-not-open-to-the-world",
+        "production-persistent-resources-protected",
+        "no-secret-in-plain-inputs",
+    }
+    assert len(expected) == 6
