@@ -60,9 +60,14 @@ def config_block(text: str) -> str:
 
 
 def with_block(text: str, block: str) -> str:
-    """`text` (Pulumi.yaml) with the generated block replaced by `block`."""
+    """`text` (Pulumi.yaml) with the generated block replaced by `block`.
+
+    Without the marker comments (a project `pulumi new` made and re-saved) the whole document is
+    written again with the new `config:`: its comments are gone already."""
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"{PROJECT_FILE.name}: the markers {BEGIN!r} ... {END!r} are missing")
+        document = yaml.safe_load(text) or {}
+        document["config"] = yaml.safe_load(block)["config"]
+        return yaml.safe_dump(document, sort_keys=False, width=100, allow_unicode=True)
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END + "\n", 1)
     return head + block + tail

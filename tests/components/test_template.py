@@ -18,8 +18,15 @@ from components.settings import CONFIG_KEYS
 from tests.harness import OPERATOR_ED25519_PUBLIC, run_failing_program, run_program
 
 REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["template"]
-PROMPTS = TEMPLATE["config"]
+PROJECT = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+# A project made by `pulumi new` from this repository has no template section any more; it
+# records the template's URL in the stack tag instead (newcmd/new.go AddConfigStackTags).
+MADE_BY_PULUMI_NEW = "template" not in PROJECT and bool(
+    PROJECT["config"].get("pulumi:tags", {}).get("value", {}).get("pulumi:template")
+)
+pytestmark = pytest.mark.skipif(MADE_BY_PULUMI_NEW, reason="a project made by pulumi new")
+TEMPLATE = PROJECT.get("template", {})
+PROMPTS = TEMPLATE.get("config", {})
 # pulumi/pulumi sdk/go/common/workspace/project.json `template` (additionalProperties: false)
 # and its `config` values (apitype.ProjectTemplateConfigValue: description, default, secret).
 TEMPLATE_ATTRIBUTES = {"description", "quickstart", "important", "config"}
