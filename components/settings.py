@@ -12,13 +12,13 @@ import binascii
 import difflib
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pulumi
-from pulumi.runtime.config import CONFIG, get_config, get_config_env, is_config_secret
 
 from components import nixpkgs_pin
 from components.lists import ListsError, NormalizedList, is_mailman_address, load_lists
@@ -30,6 +30,26 @@ DEFAULT_SSH_ALLOWED_IPS = ("0.0.0.0/0", "::/0")
 REQUIRED = "\u2013"  # the en dash the README shows as the default of a required key
 
 
+NO_DEFAULT = object()  # `Declared.default` of a required key
+
+
+@dataclass(frozen=True)
+class Declared:
+    """How Pulumi.yaml declares a key, so the engine checks its type before the program runs.
+
+    `type`: one of the project schema's config types (pulumi/pulumi
+    sdk/go/common/workspace/project.json `$defs.simpleConfigType`: string, integer, boolean,
+    array; an array also names its `items`), or None for a key declared without a type.
+    `default`: merged into the stack's config when the stack does not set the key
+    (sdk/go/common/workspace/config.go `mergeConfig`); a declared key without one is required
+    ("Stack '...' is missing configuration value"), so optional keys without a natural value
+    declare an empty one, which the program reads as unset.
+    """
+
+    type: str | None
+    default: object = NO_DEFAULT
+
+
 @dataclass(frozen=True)
 class ConfigKey:
     """One `mailman:` stack setting, as the README's configuration table shows it."""
@@ -38,20 +58,47 @@ class ConfigKey:
     type: str
     default: str  # REQUIRED when there is no default
     description: str
+    declared: Declared
 
+
+def _string(default: object = NO_DEFAULT) -> Declared:
+    return Declared("string", default)
+
+
+def _boolean(default: bool) -> Declared:
+    return Declared("boolean", default)
+
+
+def _strings(default: list[str]) -> Declared:
+    return Declared("array", default)
+
+
+# Declared without a type: socialLogins is an object (not a type the project schema lists), and
+# sshPublicKeys takes a list or, as `pulumi new` saves a prompt's answer, one key as plain text.
+_UNTYPED_LIST = Declared(None, [])
+_UNTYPED_OBJECT = Declared(None, {})
 
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
-        "hostname", "FQDN, required", REQUIRED, "web UI host, Postfix `myhostname`, PTR name"
+        "hostname",
+        "FQDN, required",
+        REQUIRED,
+        "web UI host, Postfix `myhostname`, PTR name",
+        _string(),
     ),
     ConfigKey(
         "adminEmail",
         "email, required",
         REQUIRED,
         "site owner, ACME account, superuser e-mail, DMARC reports",
+        _string(),
     ),
     ConfigKey(
-        "mailDomains", "list of domains", "`[hostname]`", "domains lists live in (`list@domain`)"
+        "mailDomains",
+        "list of domains",
+        "`[hostname]`",
+        "domains lists live in (`list@domain`)",
+        _strings([]),
     ),
     ConfigKey(
         "dnsZone",
@@ -59,57 +106,105 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "unset",
         "Hetzner DNS zone to write records into; unset = no DNS resources, records exported as "
         "`dnsRecords`",
+        _string(""),
     ),
-    ConfigKey("serverType", "string", "`cx23`", "Hetzner server type"),
-    ConfigKey("location", "string", "`nbg1`", "Hetzner location"),
+    ConfigKey("serverType", "string", "`cx23`", "Hetzner server type", _string("cx23")),
+    ConfigKey("location", "string", "`nbg1`", "Hetzner location", _string("nbg1")),
     ConfigKey(
         "nixosRelease",
         "string",
         "`nixos-26.05`",
         "NixOS release the host runs; must be the branch of the nixpkgs pin "
         "`components/nixpkgs-pin.json` (exact revision + hash, shown in previews)",
+        _string("nixos-26.05"),
     ),
     ConfigKey(
         "sshPublicKeys",
         "list",
         "`[]`",
         "operator keys added to root besides the generated deploy key",
+        _UNTYPED_LIST,
     ),
-    ConfigKey("sshAllowedIps", "list of CIDRs", "world", "sources allowed on port 22"),
-    ConfigKey("acmeStaging", "bool", "false", "use Let's Encrypt staging (staging/review stacks)"),
+    ConfigKey(
+        "sshAllowedIps",
+        "list of CIDRs",
+        "world",
+        "sources allowed on port 22",
+        _strings(list(DEFAULT_SSH_ALLOWED_IPS)),
+    ),
+    ConfigKey(
+        "acmeStaging",
+        "bool",
+        "false",
+        "use Let's Encrypt staging (staging/review stacks)",
+        _boolean(False),
+    ),
     ConfigKey(
         "protect",
         "bool",
         "true",
         "delete/rebuild protection + Pulumi `protect` on server, IPs, volume",
+        _boolean(True),
     ),
-    ConfigKey("backups", "bool", "true", "Hetzner automatic backups"),
-    ConfigKey("volumeSize", "int GB", "10", "data volume for `/var/lib` state"),
+    ConfigKey("backups", "bool", "true", "Hetzner automatic backups", _boolean(True)),
+    ConfigKey(
+        "volumeSize",
+        "int GB",
+        "10",
+        "data volume for `/var/lib` state",
+        Declared("integer", 10),
+    ),
     ConfigKey(
         "database",
         "postgresql/sqlite",
         "postgresql",
         "Mailman core + web database on the host (sqlite for small/throwaway stacks)",
+        _string("postgresql"),
     ),
-    ConfigKey("lists", "path", "`lists.yaml`", "declarative mailing lists (see below)"),
-    ConfigKey("adminUser", "string", "`admin`", "Django superuser name"),
+    ConfigKey(
+        "lists",
+        "path",
+        "`lists.yaml`",
+        "declarative mailing lists (see below)",
+        _string("lists.yaml"),
+    ),
+    ConfigKey("adminUser", "string", "`admin`", "Django superuser name", _string("admin")),
     ConfigKey(
         "adminPassword",
         "secret",
         "generated",
         "Django superuser password (generated ones are exported as a secret output)",
+        # Not `secret: true`: that would make it required (see `_engine_config`); the program
+        # refuses a value not stored encrypted.
+        _string(""),
     ),
-    ConfigKey("dmarcPolicy", "none/quarantine/reject", "none", "`_dmarc` policy"),
-    ConfigKey("mailman2Redirects", "bool", "false", "the seed's optional Mailman 2 URL redirects"),
+    ConfigKey(
+        "dmarcPolicy",
+        "none/quarantine/reject",
+        "none",
+        "`_dmarc` policy",
+        _string("none"),
+    ),
+    ConfigKey(
+        "mailman2Redirects",
+        "bool",
+        "false",
+        "the seed's optional Mailman 2 URL redirects",
+        _boolean(False),
+    ),
     ConfigKey(
         "socialLogins",
         "object",
         "unset",
         "django-allauth providers, e.g. `github: {clientId, clientSecret(secret)}`",
+        _UNTYPED_OBJECT,
     ),
 )
 
 _KNOWN_KEYS = tuple(key.name for key in CONFIG_KEYS)
+# What an unset key means: the default Pulumi.yaml declares (the CLI passes it in; tools and
+# tests that run without the CLI get the same).
+_DEFAULTS = {key.name: key.declared.default for key in CONFIG_KEYS}
 
 # Hetzner Cloud server type families: shared x86 (cx, cpx), shared Arm (cax), dedicated (ccx).
 # The install image (Debian 12) and nixos-infect exist for both architectures, so both are fine.
@@ -202,24 +297,56 @@ def fail(key: str, value: object, expected: str, *, secret: bool = False) -> NoR
     raise pulumi.RunError(f"{NAMESPACE}:{key}: {shown} is not {expected}")
 
 
+def _engine_config() -> tuple[frozenset[str], frozenset[str]]:
+    """The `mailman:` keys this stack sets, and those of them stored encrypted.
+
+    The Python language host hands a program its stack configuration in two environment
+    variables (pulumi/pulumi sdk/python/cmd/pulumi-language-python/main.go, constants
+    `pulumiConfigVar = "PULUMI_CONFIG"`, a JSON object of every key, and
+    `pulumiConfigSecretKeysVar = "PULUMI_CONFIG_SECRET_KEYS"`, a JSON array of the keys stored
+    as secrets); `pulumi.Config` reads its values from the first. The SDK has no public call that
+    lists the keys or says whether one was stored encrypted, and the engine does neither check
+    for us: it validates only the keys Pulumi.yaml declares (sdk/go/common/workspace/config.go
+    `validateStackConfigValues` loops over `project.Config`, so a misspelt key passes), and its
+    `secret: true` cannot guard an optional key (a declared default is merged in as a plain value
+    and then refused by `validateStackConfigValue`, "must be encrypted as it's secret").
+    """
+    prefix = f"{NAMESPACE}:"
+    keys = json.loads(os.environ.get("PULUMI_CONFIG") or "{}")
+    secret = json.loads(os.environ.get("PULUMI_CONFIG_SECRET_KEYS") or "[]")
+    return (
+        frozenset(k[len(prefix) :] for k in keys if k.startswith(prefix)),
+        frozenset(k[len(prefix) :] for k in secret if k.startswith(prefix)),
+    )
+
+
 class _Reader:
-    """Reads raw config values; structured values arrive JSON-encoded, like the CLI stores them."""
+    """Reads raw values through `pulumi.Config`; structured values arrive JSON-encoded.
+
+    An empty value means unset: it is what Pulumi.yaml declares as the default of an optional
+    key without a natural value (dnsZone, adminPassword), and `pulumi new` saves no empty answer.
+    """
+
+    def __init__(self) -> None:
+        self.config = pulumi.Config(NAMESPACE)
+        self.keys, self.secret_keys = _engine_config()
 
     def raw(self, key: str) -> str | None:
-        value = get_config(f"{NAMESPACE}:{key}")
-        return None if value is None else str(value)
+        value = self.config.get(key)
+        return value or None
 
     def secret(self, key: str) -> bool:
-        return is_config_secret(f"{NAMESPACE}:{key}")
+        return key in self.secret_keys
 
-    def string(self, key: str, default: str) -> str:
+    def string(self, key: str) -> str:
+        """The value, or the default Pulumi.yaml declares for `key` (`CONFIG_KEYS`)."""
         value = self.raw(key)
-        return default if value is None else value
+        return str(_DEFAULTS[key]) if value is None else value
 
-    def boolean(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str) -> bool:
         value = self.raw(key)
         if value is None:
-            return default
+            return bool(_DEFAULTS[key])
         if value in ("true", "false"):
             return value == "true"
         fail(key, value, "a boolean (true or false)")
@@ -234,19 +361,23 @@ class _Reader:
             fail(key, value, expected, secret=self.secret(key))
 
 
-def configured_keys() -> set[str]:
-    """Names of the `mailman:` keys set in this stack's config."""
-    keys = set(CONFIG.get()) | set(get_config_env())
-    prefix = f"{NAMESPACE}:"
-    return {k[len(prefix) :] for k in keys if k.startswith(prefix)}
-
-
-def _check_known_keys() -> None:
-    for key in sorted(configured_keys()):
+def _check_known_keys(reader: _Reader) -> None:
+    for key in sorted(reader.keys):
         if key not in _KNOWN_KEYS:
             close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
-            fail(key, get_config(f"{NAMESPACE}:{key}"), f"a known setting{hint}")
+            fail(key, reader.config.get(key), f"a known setting{hint}")
+
+
+def _check_project_name() -> None:
+    # `pulumi new` asks for a project name (default: this one, sdk/go/common/workspace/
+    # templates.go ValueOrSanitizedDefaultProjectName); the settings live in its namespace.
+    project = pulumi.get_project()
+    if project != NAMESPACE:
+        raise pulumi.RunError(
+            f'Pulumi.yaml: name "{project}" is not {NAMESPACE} (the settings are read from the '
+            f"{NAMESPACE}: namespace; keep the project name)"
+        )
 
 
 def _domain(key: str, value: object, what: str = "a fully qualified domain name") -> str:
@@ -286,6 +417,14 @@ def _string_list(reader: _Reader, key: str, expected: str) -> list[Any] | None:
     if not isinstance(value, list):
         fail(key, value, expected)
     return value
+
+
+def _ssh_key_list(reader: _Reader) -> list[Any]:
+    """A list of keys, or one key as plain text (how `pulumi new` saves the prompt's answer)."""
+    text = reader.raw("sshPublicKeys")
+    if text is not None and not text.lstrip().startswith("["):
+        return [text]
+    return _string_list(reader, "sshPublicKeys", "a list of OpenSSH public keys") or []
 
 
 def _ssh_public_key(key: str, value: object) -> str:
@@ -379,7 +518,7 @@ def _lists(
     reader: _Reader, mail_domains: tuple[str, ...], admin_email: str
 ) -> tuple[Path, tuple[NormalizedList, ...]]:
     key = "lists"
-    text = reader.string(key, "lists.yaml")
+    text = reader.string(key)
     # Pulumi runs the program in the project directory, so relative paths are project-relative.
     path = Path(text)
     if not path.is_file():
@@ -402,11 +541,10 @@ def _names(reader: _Reader) -> dict[str, Any]:
     hostname = _domain("hostname", _required(reader, "hostname", "lists.example.org"))
     admin_email = _email("adminEmail", _required(reader, "adminEmail", "postmaster@example.org"))
     domains_raw = _string_list(reader, "mailDomains", "a list of domain names")
-    if domains_raw is None:
+    # Empty (Pulumi.yaml's declared default) or unset: the hostname.
+    if not domains_raw:
         mail_domains: tuple[str, ...] = (hostname,)
     else:
-        if not domains_raw:
-            fail("mailDomains", domains_raw, "a non-empty list of domain names")
         mail_domains = tuple(_domain("mailDomains", d) for d in domains_raw)
         duplicates = sorted({d for d in mail_domains if mail_domains.count(d) > 1})
         if duplicates:
@@ -451,21 +589,21 @@ def _pinned_nixpkgs(nixos_release: str) -> nixpkgs_pin.NixpkgsPin:
 
 def _machine(reader: _Reader) -> dict[str, Any]:
     """Server type, location, NixOS release, volume, SSH access, protection and backups."""
-    server_type = reader.string("serverType", "cx23").strip().lower()
+    server_type = reader.string("serverType").strip().lower()
     if not _SERVER_TYPE.match(server_type):
         fail("serverType", server_type, "a Hetzner server type (cx23, cpx22, cax11, ccx13, ...)")
-    location = reader.string("location", "nbg1").strip().lower()
+    location = reader.string("location").strip().lower()
     if location not in LOCATIONS:
         fail("location", location, f"a Hetzner location ({', '.join(LOCATIONS)})")
-    nixos_release = reader.string("nixosRelease", "nixos-26.05").strip()
+    nixos_release = reader.string("nixosRelease").strip()
     if not _NIXOS_RELEASE.match(nixos_release):
         fail("nixosRelease", nixos_release, "a NixOS release channel (nixos-26.05)")
     pin = _pinned_nixpkgs(nixos_release)
-    volume = reader.string("volumeSize", str(MIN_VOLUME_GB)).strip()
+    volume = reader.string("volumeSize").strip()
     if not volume.isdigit() or not MIN_VOLUME_GB <= int(volume) <= MAX_VOLUME_GB:
         fail("volumeSize", volume, f"a whole number of GB from {MIN_VOLUME_GB} to {MAX_VOLUME_GB}")
 
-    keys_raw = _string_list(reader, "sshPublicKeys", "a list of OpenSSH public keys") or []
+    keys_raw = _ssh_key_list(reader)
     ips_raw = _string_list(reader, "sshAllowedIps", "a list of CIDRs")
     if ips_raw is not None and not ips_raw:
         fail("sshAllowedIps", ips_raw, "a non-empty list of CIDRs (omit it to allow everyone)")
@@ -481,13 +619,13 @@ def _machine(reader: _Reader) -> dict[str, Any]:
             if ips_raw is None
             else tuple(_cidr("sshAllowedIps", c) for c in ips_raw)
         ),
-        "protect": reader.boolean("protect", default=True),
-        "backups": reader.boolean("backups", default=True),
+        "protect": reader.boolean("protect"),
+        "backups": reader.boolean("backups"),
     }
 
 
-def _choice(reader: _Reader, key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = reader.string(key, default)
+def _choice(reader: _Reader, key: str, choices: tuple[str, ...]) -> str:
+    value = reader.string(key)
     if value not in choices:
         fail(key, value, "one of " + ", ".join(choices))
     return value
@@ -495,24 +633,31 @@ def _choice(reader: _Reader, key: str, default: str, choices: tuple[str, ...]) -
 
 def _site(reader: _Reader) -> dict[str, Any]:
     """Mailman site options: database, superuser, DMARC, ACME, redirects, social logins."""
-    admin_user = reader.string("adminUser", "admin")
+    admin_user = reader.string("adminUser")
     if not _DJANGO_USERNAME.match(admin_user):
         fail("adminUser", admin_user, "a Django user name (letters, digits, @ . + - _)")
     return {
-        "database": _choice(reader, "database", "postgresql", ("postgresql", "sqlite")),
+        "database": _choice(reader, "database", ("postgresql", "sqlite")),
         "admin_user": admin_user,
         "admin_password": _admin_password(reader),
-        "dmarc_policy": _choice(reader, "dmarcPolicy", "none", ("none", "quarantine", "reject")),
-        "acme_staging": reader.boolean("acmeStaging", default=False),
-        "mailman2_redirects": reader.boolean("mailman2Redirects", default=False),
+        "dmarc_policy": _choice(reader, "dmarcPolicy", ("none", "quarantine", "reject")),
+        "acme_staging": reader.boolean("acmeStaging"),
+        "mailman2_redirects": reader.boolean("mailman2Redirects"),
         "social_logins": _social_logins(reader),
     }
 
 
 def load_settings() -> Settings:
     """Read and validate every `mailman:` key; the only place the program reads config."""
+    _check_project_name()
+    return read_settings()
+
+
+def read_settings() -> Settings:
+    """`load_settings` without the project name check (tools/check_settings.py runs it outside
+    a Pulumi project)."""
     reader = _Reader()
-    _check_known_keys()
+    _check_known_keys(reader)
     names = _names(reader)
     machine = _machine(reader)
     site = _site(reader)
@@ -534,3 +679,26 @@ def config_table() -> str:
     for key in CONFIG_KEYS:
         rows.append(f"| `{key.name}` | {key.type} | {key.default} | {key.description} |")
     return "\n".join(rows) + "\n"
+
+
+def project_config() -> dict[str, dict[str, object]]:
+    """The `config:` declarations of Pulumi.yaml for every `mailman:` key, from `CONFIG_KEYS`.
+
+    The form is the project schema's `configTypeDeclaration` (pulumi/pulumi
+    sdk/go/common/workspace/project.json): type, items (for arrays), description, default.
+    Keys are written without a namespace: the engine puts them in the project's
+    (sdk/go/common/workspace/config.go `parseConfigKey`). `python tools/pulumi_yaml.py` writes
+    the block into Pulumi.yaml; tests/components/test_project_config.py compares the two.
+    """
+    declarations: dict[str, dict[str, object]] = {}
+    for key in CONFIG_KEYS:
+        declaration: dict[str, object] = {}
+        if key.declared.type is not None:
+            declaration["type"] = key.declared.type
+        if key.declared.type == "array":
+            declaration["items"] = {"type": "string"}
+        declaration["description"] = key.description.replace("`", "")
+        if key.declared.default is not NO_DEFAULT:
+            declaration["default"] = key.declared.default
+        declarations[key.name] = declaration
+    return declarations

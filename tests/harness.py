@@ -26,7 +26,9 @@ the servers already in the project (`Cloud`, `FIRST_DEPLOY` by default: no serve
 
 `config` keys without a namespace get `mailman:`; values that are not strings are JSON-encoded the
 way `pulumi config set --path`/structured config stores them (`true`, `["a"]`, `{...}`).
-`secrets` names the config keys stored as secrets (same spelling as in `config`).
+`secrets` names the config keys stored as secrets (same spelling as in `config`). Both reach the
+program as the Python language host passes them: the PULUMI_CONFIG / PULUMI_CONFIG_SECRET_KEYS
+environment (`language_host_environment`), read through `pulumi.Config`.
 
 The real SDK resource classes run unmodified: a wrong argument name or type fails here exactly as
 it would in `pulumi up`. What the mocks return for outputs (IP addresses, volume device paths,
@@ -37,6 +39,7 @@ engine does it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import hashlib
@@ -52,11 +55,12 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
-from pulumi.runtime.config import set_all_config
 from pulumi.runtime.proto import resource_pb2
 from pulumi.runtime.settings import SETTINGS, get_root_resource
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
+
+from tests.pulumi_engine import EngineConfigError, apply_project_config, load_project
 
 REPO = Path(__file__).resolve().parent.parent
 MAIN = REPO / "__main__.py"
@@ -628,21 +632,16 @@ async def _resolve_outputs(exports: Mapping[str, Any], run: ProgramRun) -> None:
 
 def _evaluate(
     program: Path,
-    config: Mapping[str, Any],
-    secrets: Iterable[str],
     *,
     stack: str,
     preview: bool,
     cloud: Cloud,
+    project: str,
 ) -> ProgramRun:
     run = ProgramRun()
     mocks = MockCloud(run, cloud)
     pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=preview, monitor=RecordingMonitor(mocks, run)
-    )
-    set_all_config(
-        {_qualified(k): _config_value(v) for k, v in config.items()},
-        [_qualified(k) for k in secrets],
+        mocks, project=project, stack=stack, preview=preview, monitor=RecordingMonitor(mocks, run)
     )
     SETTINGS.rpc_manager.clear()
     SETTINGS.outputs.clear()
@@ -660,6 +659,39 @@ def _evaluate(
     return run
 
 
+def language_host_environment(
+    config: Mapping[str, Any], secrets: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment the Python language host gives a program for this stack configuration.
+
+    pulumi/pulumi sdk/python/cmd/pulumi-language-python/main.go passes the configuration as
+    `PULUMI_CONFIG` (a JSON object of fully qualified keys to strings; structured values
+    JSON-encoded) and `PULUMI_CONFIG_SECRET_KEYS` (a JSON array of the keys stored encrypted);
+    `pulumi.Config` reads the values from there (pulumi/runtime/config.py `get_config_env`).
+    """
+    return {
+        "PULUMI_CONFIG": json.dumps({_qualified(k): _config_value(v) for k, v in config.items()}),
+        "PULUMI_CONFIG_SECRET_KEYS": json.dumps(sorted(_qualified(k) for k in secrets)),
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, remove) environment variables for the duration of one evaluation."""
+    previous = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in previous.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
 def run_failing_program(
     config: Mapping[str, Any],
     secrets: Iterable[str] = (),
@@ -669,32 +701,57 @@ def run_failing_program(
     program: Path = MAIN,
     cloud: Cloud = FIRST_DEPLOY,
     ssh_auth_sock: str | None = None,
+    project: str = PROJECT,
+    engine_checks: bool = True,
 ) -> ProgramRun:
     """Evaluate the program once; any exception is returned in `ProgramRun.error`, not raised.
 
+    For the real program, the configuration first goes through what the CLI does with it
+    (tests/pulumi_engine.py: Pulumi.yaml's defaults merged in, declared types and required keys
+    checked; a refusal is returned as `ProgramRun.error`, an `EngineConfigError`, with nothing
+    run). `engine_checks=False` skips that, to test the program's own checks on values the
+    engine would already refuse (what tools/check_settings.py sees). The configuration then
+    reaches the program the way the Python language host passes it: in the
+    `PULUMI_CONFIG`/`PULUMI_CONFIG_SECRET_KEYS` environment (`language_host_environment`).
     `ssh_auth_sock`: SSH_AUTH_SOCK while the program runs (unset by default, whatever the
     environment of the tests says: preflight refuses a stale agent socket).
     """
+    if engine_checks and program == MAIN:
+        try:
+            engine = apply_project_config(
+                load_project(REPO / "Pulumi.yaml"),
+                stack,
+                {_qualified(k): v for k, v in config.items()},
+                [_qualified(k) for k in secrets],
+            )
+        except EngineConfigError as error:
+            return ProgramRun(error=error)
+        config, secrets = engine.values, engine.secret_keys
     previous_cwd = Path.cwd()
-    previous_sock = os.environ.pop("SSH_AUTH_SOCK", None)
-    if ssh_auth_sock is not None:
-        os.environ["SSH_AUTH_SOCK"] = ssh_auth_sock
+    environment: dict[str, str | None] = {
+        **language_host_environment(config, secrets),
+        "SSH_AUTH_SOCK": ssh_auth_sock,
+    }
     # Pulumi runs a program with the project directory as working directory; relative paths in
     # config (e.g. `mailman:lists`) resolve against it.
     os.chdir(REPO)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     try:
-        # A fresh context per evaluation: the SDK keeps the root Stack and settings in contextvars.
-        context = contextvars.Context()
-        return context.run(
-            _evaluate, program, config, secrets, stack=stack, preview=preview, cloud=cloud
-        )
+        with _environment(environment):
+            # A fresh context per evaluation: the SDK keeps the root Stack and settings in
+            # contextvars.
+            context = contextvars.Context()
+            return context.run(
+                _evaluate,
+                program,
+                stack=stack,
+                preview=preview,
+                cloud=cloud,
+                project=project,
+            )
     finally:
         os.chdir(previous_cwd)
-        os.environ.pop("SSH_AUTH_SOCK", None)
-        if previous_sock is not None:
-            os.environ["SSH_AUTH_SOCK"] = previous_sock
 
 
 def run_program(
@@ -706,6 +763,8 @@ def run_program(
     program: Path = MAIN,
     cloud: Cloud = FIRST_DEPLOY,
     ssh_auth_sock: str | None = None,
+    project: str = PROJECT,
+    engine_checks: bool = True,
 ) -> ProgramRun:
     """Evaluate the program once and return what it registered; raise if it failed."""
     run = run_failing_program(
@@ -716,6 +775,8 @@ def run_program(
         program=program,
         cloud=cloud,
         ssh_auth_sock=ssh_auth_sock,
+        project=project,
+        engine_checks=engine_checks,
     )
     if run.error is not None:
         raise ProgramFailedError(f"program failed: {run.error!r}") from run.error

@@ -6,7 +6,7 @@
 
 Reads the stack file's `mailman:` values (if the file exists), applies the --set values over
 them (as `pulumi config set` would store them: strings as they are, lists as JSON), and runs
-`components.settings.load_settings` on the result, the same function `pulumi up` runs. Prints
+`components.settings.read_settings` on the result, the checks `pulumi up` runs. Prints
 nothing and exits 0 when every value is valid; otherwise prints the program's one-line message
 and exits 2. Encrypted values in the file are left out (they cannot be read here); checks that
 need Hetzner's API (does the server type exist?) run at `pulumi preview`/`up`.
@@ -74,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import pulumi  # noqa: PLC0415 - only after PULUMI_CONFIG is set
 
-    from components.settings import load_settings  # noqa: PLC0415
+    from components.settings import read_settings  # noqa: PLC0415
 
     try:
-        load_settings()
+        read_settings()
     except pulumi.RunError as error:
         print(error, file=sys.stderr)
         return 2

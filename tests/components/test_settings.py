@@ -1,5 +1,6 @@
 """Stack settings: defaults, the reference table, and one clear line for every bad value."""
 
+import re
 from pathlib import Path
 
 import pulumi
@@ -36,7 +37,6 @@ BAD_INPUTS = [
     # Accepted by RFC 5322 but not by Mailman (it becomes the superuser and default list owner).
     ({"adminEmail": "a|b@example.org"}, (), "adminEmail", "e-mail address"),
     ({"mailDomains": "example.org"}, (), "mailDomains", "list of domain names"),
-    ({"mailDomains": []}, (), "mailDomains", "non-empty list"),
     ({"mailDomains": ["example.org", "example.org"]}, (), "mailDomains", "listed once"),
     ({"mailDomains": ["exa mple.org"]}, (), "mailDomains", "fully qualified domain name"),
     ({"dnsZone": "other.org"}, (), "hostname", "inside the managed dnsZone other.org"),
@@ -105,8 +105,10 @@ def _id(case):
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[_id(c) for c in BAD_INPUTS])
 def test_bad_value_fails_with_one_line_naming_the_key_and_nothing_registered(case):
+    # The program's own rules, also for values Pulumi.yaml's types make the CLI refuse first
+    # (tests/components/test_project_config.py): tools/check_settings.py runs them without it.
     overrides, secrets, key, fragment = case
-    run = run_failing_program({**BASE, **overrides}, secrets=secrets)
+    run = run_failing_program({**BASE, **overrides}, secrets=secrets, engine_checks=False)
     assert isinstance(run.error, pulumi.RunError), repr(run.error)
     message = str(run.error)
     assert "\n" not in message
@@ -123,10 +125,27 @@ def test_at_least_25_distinct_bad_inputs_are_covered():
 @pytest.mark.parametrize("key", ["hostname", "adminEmail"])
 def test_required_key_missing_says_how_to_set_it(key):
     config = {k: v for k, v in BASE.items() if k != key}
-    run = run_failing_program(config)
+    # The CLI refuses first: Pulumi.yaml declares both without a default.
+    assert str(run_failing_program(config).error) == (
+        f"Stack 'test' is missing configuration value '{key}'"
+    )
+    run = run_failing_program(config, engine_checks=False)
     prefix = f"mailman:{key}: (unset) is not optional: pulumi config set mailman:{key} "
     assert str(run.error).startswith(prefix)
     assert run.resources == []
+
+
+def test_an_empty_mail_domain_list_means_the_hostname():
+    # [] is what Pulumi.yaml declares as the default, so the engine passes it for an unset key.
+    run = run_program({**BASE, "mailDomains": []})
+    assert run.outputs["mailDomains"] == ["lists.example.org"]
+
+
+def test_one_operator_key_as_plain_text_is_a_list_of_one():
+    # How `pulumi new` saves the answer to its sshPublicKeys prompt.
+    settings = run_program({**BASE, "sshPublicKeys": OPERATOR_ED25519_PUBLIC + " op@laptop"})
+    keys = settings.namespace["site"].settings.ssh_public_keys
+    assert keys == (OPERATOR_ED25519_PUBLIC + " op@laptop",)
 
 
 def test_bad_value_message_quotes_the_value():
@@ -244,3 +263,35 @@ def test_every_documented_key_is_accepted():
 def test_readme_config_table_is_generated_from_config_keys():
     readme = (REPO / "README.md").read_text()
     assert config_table() in readme
+
+
+def test_a_renamed_project_fails_with_one_line_before_anything_is_registered():
+    # `pulumi new` lets the user type another project name; the settings namespace is fixed.
+    run = run_failing_program(BASE, project="lists", engine_checks=False)
+    assert str(run.error) == (
+        'Pulumi.yaml: name "lists" is not mailman (the settings are read from the mailman: '
+        "namespace; keep the project name)"
+    )
+    assert run.resources == []
+
+
+PRIVATE_CONFIG_API = re.compile(
+    r"pulumi\.runtime\.config|\b(set_all_config|get_config_env|is_config_secret|"
+    r"get_config_secret_keys_env)\b|\bCONFIG\.get\(|from pulumi\.runtime import"
+)
+
+
+def test_the_program_reads_settings_through_public_api_only():
+    # Values through `pulumi.Config`, key names and secrecy from the language host's
+    # PULUMI_CONFIG / PULUMI_CONFIG_SECRET_KEYS environment: no SDK config internals.
+    sources = [
+        REPO / "__main__.py",
+        *(REPO / "components").rglob("*.py"),
+        *(REPO / "tools").glob("*.py"),
+    ]
+    offenders = [
+        f"{path.relative_to(REPO)}: {match.group(0)}"
+        for path in sources
+        for match in PRIVATE_CONFIG_API.finditer(path.read_text())
+    ]
+    assert offenders == []

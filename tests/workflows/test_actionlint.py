@@ -33,6 +33,7 @@ def test_there_are_workflows_to_lint() -> None:
         "deploy",
         "review-stack",
         "nixos-vm-test",
+        "drift",
     }
 
 

@@ -1,4 +1,5 @@
-"""README: its config table is the settings code; its quick start is what deploy.sh takes."""
+"""README: its config table is the settings code; its quick start is `pulumi new` + `pulumi up`,
+then what deploy.sh takes."""
 
 from __future__ import annotations
 
@@ -52,11 +53,24 @@ def test_config_table_has_one_row_per_key_with_four_cells() -> None:
     assert [row[2] for row in rows[:2]] == [required, required]
 
 
-def test_quick_start_is_exactly_two_commands_that_deploy_sh_accepts() -> None:
+def quick_start_blocks() -> list[list[str]]:
     section = README.split("## Quick start")[1].split("\n## ")[0]
-    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL)
-    assert block
-    commands = [line.split("  #")[0].strip() for line in block.group(1).strip().splitlines()]
+    return [
+        [line.split("  #")[0].strip() for line in block.strip().splitlines()]
+        for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    ]
+
+
+def test_quick_start_is_pulumi_new_then_pulumi_up() -> None:
+    commands = quick_start_blocks()[0]
+
+    assert commands[0].startswith("pulumi login")
+    assert re.fullmatch(r"pulumi new https://\S+ --dir lists", commands[1])
+    assert commands[2] == "cd lists && pulumi up"
+
+
+def test_the_deploy_sh_alternative_is_two_commands_that_deploy_sh_accepts() -> None:
+    commands = quick_start_blocks()[1]
 
     assert len(commands) == 2
     assert commands[0] == "export HCLOUD_TOKEN=..."

@@ -269,3 +269,7 @@ def test_previews_use_their_read_only_environment_per_stack(workflows) -> None:
     assert job["environment"] == "preview-${{ matrix.stack }}"
     assert workflows["review-stack"]["jobs"]["up"]["environment"] == "review"
     assert workflows["review-stack"]["jobs"]["destroy"]["environment"] == "review"
+
+
+def test_drift_checks_use_their_read_only_environment_per_stack(workflows) -> None:
+    assert workflows["drift"]["jobs"]["drift"]["environment"] == "drift-${{ matrix.stack }}"
