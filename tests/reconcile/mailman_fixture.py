@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.cookiejar
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -371,6 +373,15 @@ class MailmanSite:
         self.write_config()
         if self._postgres is not None:
             self._start_postgres()
+        self.start_servers()
+
+    @property
+    def postgres(self) -> PostgresServer | None:
+        """The site's PostgreSQL server (database="postgresql"), started by `start`."""
+        return self._postgres
+
+    def start_servers(self) -> None:
+        """Start core and mailman-web on the existing configuration and databases."""
         start = self.mailman("start")
         # `mailman start` forks a master that keeps the caller's stdout; give it a file so
         # nothing waits on a pipe that never closes.
@@ -427,6 +438,12 @@ class MailmanSite:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def stop(self) -> None:
+        self.stop_servers()
+        if self._postgres is not None:
+            self._postgres.stop()
+
+    def stop_servers(self) -> None:
+        """Stop mailman-web and core; the databases stay up (as a restore on the host needs)."""
         if self._web is not None and self._web.poll() is None:
             self._web.send_signal(signal.SIGTERM)
             try:
@@ -435,8 +452,6 @@ class MailmanSite:
                 self._web.kill()
                 self._web.wait()
         self._stop_core()
-        if self._postgres is not None:
-            self._postgres.stop()
 
     def _stop_core(self) -> None:
         pid_file = self.var_dir / "master.pid"
@@ -537,6 +552,44 @@ class MailmanSite:
             time.sleep(0.02)
         process.wait()
         return seen
+
+
+def snapshot(site: MailmanSite) -> dict[str, dict[str, Any]]:
+    """What Mailman core says about every list: config, owners, moderators, members."""
+    result: dict[str, dict[str, Any]] = {}
+    for entry in site.rest("lists").get("entries", []):
+        list_id = entry["list_id"]
+        roles = {}
+        for role in ("owner", "moderator", "member"):
+            query = urllib.parse.urlencode({"list_id": list_id, "role": role})
+            found = site.rest(f"members/find?{query}")
+            roles[role] = sorted(m["email"] for m in found.get("entries", []))
+        result[entry["fqdn_listname"]] = {
+            "config": site.rest(f"lists/{list_id}/config"), **roles}
+    return result
+
+
+class Browser:
+    """A cookie-keeping HTTP client that fills in Django's CSRF token like a browser."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str) -> tuple[str, str]:
+        with self.opener.open(self.base + path, timeout=30) as response:
+            return response.geturl(), response.read().decode()
+
+    def post_form(self, path: str, fields: dict[str, str]) -> tuple[str, str]:
+        _url, page = self.get(path)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, f"no CSRF token on {path}"
+        data = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token[1]}).encode()
+        request = urllib.request.Request(  # noqa: S310  (our own http://127.0.0.1 site)
+            self.base + path, data=data, headers={"Referer": self.base + path})
+        with self.opener.open(request, timeout=30) as response:
+            return response.geturl(), response.read().decode()
 
 
 def dump_database(path: Path) -> list[str]:
