@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from components.backup import REPOSITORY_PATH, SSH_PORT
 from components.dns_records import MtaStsPolicy
 from components.settings import Settings
 
@@ -28,6 +29,8 @@ def deployment_document(
     ipv6_address: str,
     volume_device: str,
     ssh_authorized_keys: list[str],
+    backup_host: str,
+    backup_user: str,
 ) -> dict[str, Any]:
     """The document as a dict, in the contract's key order."""
     mta_sts = MtaStsPolicy.for_certificates(acme_staging=settings.acme_staging)
@@ -52,6 +55,15 @@ def deployment_document(
         "sshAllowedIps": list(settings.ssh_allowed_ips),
         # The policy served at https://mta-sts.<domain>/; DNS publishes the hash of its text.
         "mtaSts": {"mode": mta_sts.mode, "maxAge": mta_sts.max_age},
+        # The off-site restic repository (components/backup.py); its password and the SSH key
+        # are host secrets, not here.
+        "backup": {
+            "host": backup_host,
+            "user": backup_user,
+            "port": SSH_PORT,
+            "path": REPOSITORY_PATH,
+            "keep": dict(settings.backup_retention),
+        },
     }
 
 
@@ -67,9 +79,14 @@ def deployment_document_text(
     ipv6_address: pulumi.Input[str],
     volume_device: pulumi.Input[str],
     deploy_public_key: pulumi.Input[str],
+    backup_host: pulumi.Input[str],
+    backup_user: pulumi.Input[str],
 ) -> pulumi.Output[str]:
-    """The document's JSON text once the addresses, the volume and the deploy key are known."""
-    return pulumi.Output.all(ipv4_address, ipv6_address, volume_device, deploy_public_key).apply(
+    """The document's JSON text once the addresses, the volume, the deploy key and the backup
+    Storage Box are known."""
+    return pulumi.Output.all(
+        ipv4_address, ipv6_address, volume_device, deploy_public_key, backup_host, backup_user
+    ).apply(
         lambda v: render(
             deployment_document(
                 settings,
@@ -77,6 +94,8 @@ def deployment_document_text(
                 ipv6_address=str(v[1]),
                 volume_device=str(v[2]),
                 ssh_authorized_keys=[str(v[3]).strip(), *settings.ssh_public_keys],
+                backup_host=str(v[4]),
+                backup_user=str(v[5]),
             )
         )
     )

@@ -79,9 +79,23 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "protect",
         "bool",
         "true",
-        "delete/rebuild protection + Pulumi `protect` on server, IPs, volume",
+        "delete/rebuild protection + Pulumi `protect` on server, IPs, volume, backup Storage Box",
     ),
     ConfigKey("backups", "bool", "true", "Hetzner automatic backups"),
+    ConfigKey(
+        "backupLocation",
+        "fsn1/hel1",
+        "`fsn1`",
+        "where the off-site backup Storage Box lives (changing it replaces the box: a new, empty "
+        "repository)",
+    ),
+    ConfigKey("backupBoxType", "string", "`bx11`", "Hetzner Storage Box type of the backups"),
+    ConfigKey(
+        "backupRetention",
+        "object",
+        "`{daily: 7, weekly: 4, monthly: 6}`",
+        "restic snapshots kept per period (`restic forget --keep-*`); unset periods keep 0",
+    ),
     ConfigKey("volumeSize", "int GB", "10", "data volume for `/var/lib` state"),
     ConfigKey(
         "database",
@@ -130,6 +144,13 @@ _SSH_KEY_TYPES = (
 MIN_VOLUME_GB = 10  # Hetzner's smallest volume
 MAX_VOLUME_GB = 10240  # Hetzner's largest volume (10 TB)
 MIN_ADMIN_PASSWORD = 12
+# Where Hetzner sells Storage Boxes (the provider's example uses hel1, Hetzner's Ansible
+# collection fsn1; both are the German and Finnish sites of the Storage Box product).
+BACKUP_LOCATIONS = ("fsn1", "hel1")
+_BACKUP_BOX_TYPE = re.compile(r"^bx[0-9]{2}$")
+BACKUP_PERIODS = ("daily", "weekly", "monthly")
+DEFAULT_BACKUP_RETENTION = {"daily": 7, "weekly": 4, "monthly": 6}
+MAX_BACKUP_KEEP = 1000
 
 
 @dataclass(frozen=True)
@@ -159,6 +180,9 @@ class Settings:
     acme_staging: bool
     protect: bool
     backups: bool
+    backup_location: str
+    backup_box_type: str
+    backup_retention: dict[str, int]
     volume_size: int
     database: str
     lists_path: Path
@@ -459,6 +483,45 @@ def _machine(reader: _Reader) -> dict[str, Any]:
     }
 
 
+def _backup(reader: _Reader) -> dict[str, Any]:
+    """The off-site backup: Storage Box location and type, restic's retention.
+
+    The location's default is fixed, not derived from `location`: the box's location is
+    RequiresReplace, and moving the server must not replace (empty) its backups.
+    """
+    default_location = "fsn1"
+    box_type = reader.string("backupBoxType", "bx11").strip().lower()
+    if not _BACKUP_BOX_TYPE.match(box_type):
+        fail("backupBoxType", box_type, "a Hetzner Storage Box type (bx11, bx21, bx31, bx41)")
+    return {
+        "backup_location": _choice(reader, "backupLocation", default_location, BACKUP_LOCATIONS),
+        "backup_box_type": box_type,
+        "backup_retention": _backup_retention(reader),
+    }
+
+
+def _backup_retention(reader: _Reader) -> dict[str, int]:
+    key = "backupRetention"
+    expected = (
+        f"an object of {', '.join(BACKUP_PERIODS)} to whole numbers from 0 to "
+        f"{MAX_BACKUP_KEEP}, daily at least 1 (e.g. {{daily: 7, weekly: 4, monthly: 6}})"
+    )
+    value = reader.structured(key, expected)
+    if value is None:
+        return dict(DEFAULT_BACKUP_RETENTION)
+    if not isinstance(value, dict) or not set(value) <= set(BACKUP_PERIODS):
+        fail(key, value, expected)
+    keep = {period: value.get(period, 0) for period in BACKUP_PERIODS}
+    for period, count in keep.items():
+        if isinstance(count, bool) or not isinstance(count, int):
+            fail(f"{key}.{period}", count, expected)
+        if not 0 <= count <= MAX_BACKUP_KEEP:
+            fail(f"{key}.{period}", count, expected)
+    if keep["daily"] < 1:
+        fail(f"{key}.daily", keep["daily"], expected)
+    return keep
+
+
 def _choice(reader: _Reader, key: str, default: str, choices: tuple[str, ...]) -> str:
     value = reader.string(key, default)
     if value not in choices:
@@ -488,6 +551,7 @@ def load_settings() -> Settings:
     _check_known_keys()
     names = _names(reader)
     machine = _machine(reader)
+    backup = _backup(reader)
     site = _site(reader)
     lists_path, lists = _lists(reader, names["mail_domains"], names["admin_email"])
     return Settings(
@@ -497,6 +561,7 @@ def load_settings() -> Settings:
         lists=lists,
         **names,
         **machine,
+        **backup,
         **site,
     )
 

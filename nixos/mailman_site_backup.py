@@ -1,7 +1,7 @@
 """Back up the Mailman site to its restic repository, or restore it from there.
 
-    mailman-site-backup                # what the nightly unit runs (nixos/backup.nix)
-    mailman-site-restore [SNAPSHOT]    # the operator, on a new or rebuilt host; default: latest
+    mailman_site_backup.py [backup]            # mailman-site-backup: the nightly unit
+    mailman_site_backup.py restore [SNAPSHOT]  # mailman-site-restore: default the latest
 
 One program for both directions, so the restore drill in CI (tests/nixos/test_backup_drill.py)
 runs exactly what the host runs. Standard library only. Where the repository is and its password
@@ -356,21 +356,16 @@ def _systemctl(verb: str, units: tuple[str, ...]) -> None:
 # --- entry point ---------------------------------------------------------------------------
 
 
-def main(argv: list[str]) -> int:
-    command = Path(argv[0]).name
-    args = argv[1:]
+def main(args: list[str]) -> int:
+    """`backup` (the default) or `restore [SNAPSHOT]`; 0 on success, 1 with one line if not."""
     try:
         config = Config.load(Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG)))
-        if command.endswith("restore") or args[:1] == ["restore"]:
-            if args[:1] == ["restore"]:
-                args = args[1:]
-            if len(args) > 1:
-                raise BackupError("usage: mailman-site-restore [SNAPSHOT]")
-            restore(config, args[0] if args else "latest")
+        if args[:1] == ["restore"] and len(args) <= 2:
+            restore(config, args[1] if len(args) == 2 else "latest")
         elif args in ([], ["backup"]):
             backup(config)
         else:
-            raise BackupError("usage: mailman-site-backup [backup] | mailman-site-restore [ID]")
+            raise BackupError("usage: mailman-site-backup | mailman-site-restore [SNAPSHOT]")
     except BackupError as error:
         print(f"mailman-site-backup: {error}", file=sys.stderr)
         return 1
@@ -378,4 +373,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv[1:]))

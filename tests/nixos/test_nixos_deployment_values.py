@@ -69,6 +69,13 @@ def test_production_document_becomes_these_values(evaluate) -> None:
             "policy": "version: STSv1\nmode: enforce\nmx: lists.example.org\nmax_age: 604800\n",
             "hosts": ["mta-sts.example.org", "mta-sts.lists.example.org"],
         },
+        "backup": {
+            "host": "u123456.your-storagebox.de",
+            "user": "u123456",
+            "port": 23,
+            "path": "mailman-site",
+            "keep": {"daily": 7, "weekly": 4, "monthly": 6},
+        },
     }
 
 
@@ -126,6 +133,11 @@ def _broken(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("mtaSts.mode", "none", "deployment.json: mtaSts.mode: expected one of enforce, testing"),
         ("mtaSts.maxAge", 60, "deployment.json: mtaSts.maxAge: expected an integer number"),
         ("mtaSts.maxAge", "604800", "deployment.json: mtaSts.maxAge: expected an integer number"),
+        ("backup.port", 22, "deployment.json: backup.port: expected 23"),
+        ("backup.host", "box;rm", "deployment.json: backup.host: expected the Storage Box's host"),
+        ("backup.path", "../x", "deployment.json: backup.path: expected a directory name"),
+        ("backup.keep.daily", 0, "backup.keep.daily: expected a whole number from 1 to 1000"),
+        ("backup.keep.weekly", -1, "backup.keep.weekly: expected a whole number from 0 to 1000"),
     ],
 )
 def test_bad_value_stops_evaluation_with_one_line_naming_the_key(

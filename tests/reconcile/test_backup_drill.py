@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mailman_fixture import REPO, Browser, MailmanEnv, MailmanSite, snapshot
+from mailman_fixture import REPO, Browser, MailmanEnv, MailmanSite, PostgresServer, snapshot
 
 pytestmark = pytest.mark.mailman
 
@@ -61,14 +61,15 @@ STATE: dict[str, Any] = {
 }
 
 
-def require_restic() -> str:
-    path = shutil.which("restic")
-    if path is None:
-        message = "restic is not installed (CI installs it through .ci/run)"
+def require_tools() -> None:
+    """restic and PostgreSQL's server binaries; missing, a skip here and a failure on CI."""
+    missing = [name for name, found in (("restic", shutil.which("restic")),
+                                        ("postgresql", PostgresServer.bin_dir())) if not found]
+    if missing:
+        message = f"{', '.join(missing)} not installed (CI installs them through .ci/run)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return path
 
 
 @dataclass
@@ -235,7 +236,7 @@ class Restored:
 
 @pytest.fixture(scope="module")
 def drill(mailman_env: MailmanEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
-    require_restic()
+    require_tools()
     work = tmp_path_factory.mktemp("backup-drill")
     site = MailmanSite(env=mailman_env, directory=work / "site", database="postgresql")
     site.directory.mkdir()
