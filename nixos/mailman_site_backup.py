@@ -257,12 +257,25 @@ def backup(config: Config) -> None:
         run(restic("unlock"), quiet=True)
         dump_databases(config)
         excludes = [f"--exclude={pattern}" for pattern in _backup_excludes(config)]
-        run(restic("backup", "--tag", TAG, "--host", HOST_TAG, *excludes,
+        snapshot = _backup_snapshot(
+            restic("backup", "--json", "--tag", TAG, "--host", HOST_TAG, *excludes,
                    *config.paths, str(config.dump_dir)))
-        snapshot = latest_snapshot()
         _forget(config)
         _write_status(config, snapshot)
         log(f"snapshot {snapshot} saved")
+
+
+def _backup_snapshot(cmd: list[str]) -> str:
+    """Run `restic backup --json`; the id of the snapshot its summary line reports."""
+    result = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise BackupError(f"restic backup failed (exit {result.returncode})")
+    for line in reversed(result.stdout.splitlines()):
+        with contextlib.suppress(json.JSONDecodeError):
+            message = json.loads(line)
+            if isinstance(message, dict) and message.get("message_type") == "summary":
+                return str(message["snapshot_id"])[:8]
+    raise BackupError("restic backup reported no snapshot")
 
 
 def _backup_excludes(config: Config) -> list[str]:
@@ -278,13 +291,6 @@ def _forget(config: Config) -> None:
     keep = [f"--keep-{period}={count}" for period, count in sorted(config.keep.items())
             if count > 0]
     run(restic("forget", "--tag", TAG, "--host", HOST_TAG, *keep, "--prune"))
-
-
-def latest_snapshot() -> str:
-    snapshots = _snapshots()
-    if not snapshots:
-        raise BackupError("the repository holds no snapshot of this site")
-    return str(snapshots[-1]["short_id"])
 
 
 def _snapshots() -> list[dict[str, Any]]:
