@@ -95,8 +95,12 @@ let
     config.systemd.package
   ]
   ++ lib.optional deployment.usePostgresql config.services.postgresql.package;
+  # A value already in the environment wins: restoring another stack's repository sets
+  # RESTIC_REPOSITORY and RESTIC_PASSWORD_FILE (README, "Restore").
   environment =
-    lib.concatStrings (lib.mapAttrsToList (name: value: "export ${name}=${value}\n") resticSettings)
+    lib.concatStrings (
+      lib.mapAttrsToList (name: value: "export ${name}=\"\${${name}:-${value}}\"\n") resticSettings
+    )
     + ''
       export MAILMAN_SITE_BACKUP_CONFIG=${backupConfig}
     '';

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = Path(__file__).with_name("mailman-requirements.txt")
 NIXOS_DIR = REPO / "nixos"
 RECONCILE_PROGRAM = NIXOS_DIR / "mailman_reconcile.py"
+BACKUP_PROGRAM = NIXOS_DIR / "mailman_site_backup.py"
 REST_USER = "restadmin"
 CORE_START_TIMEOUT = 90.0
 REQUIRED_TOOLS = ("postmap", "sassc")
@@ -590,6 +591,87 @@ class Browser:
             self.base + path, data=data, headers={"Referer": self.base + path})
         with self.opener.open(request, timeout=30) as response:
             return response.geturl(), response.read().decode()
+
+
+@dataclass
+class Drill:
+    """A site backed up by the host's backup program (nixos/mailman_site_backup.py) into a local
+    restic repository: the program's configuration for this site, and its environment."""
+
+    site: MailmanSite
+    work: Path
+
+    @property
+    def repository(self) -> Path:
+        return self.work / "repository"
+
+    @property
+    def dump_dir(self) -> Path:
+        return self.work / "dumps"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        postgres = self.site.postgres
+        assert postgres is not None
+        var = self.site.var_dir
+        return {
+            "paths": [str(self.site.directory)],
+            # What the host excludes (nixos/backup.nix): core's lock and pid files; here also
+            # gunicorn's control socket, which lives in the fixture's site directory.
+            "exclude": [str(var / "locks"), str(var / "master.pid"),
+                        str(self.site.directory / "gunicorn.ctl")],
+            "dumpDir": str(self.dump_dir),
+            "database": {
+                "kind": "postgresql",
+                "databases": [{"name": "mailman", "owner": "postgres"},
+                              {"name": "mailmanweb", "owner": "postgres"}],
+                "runAs": "postgres" if os.geteuid() == 0 else None,
+                "host": str(postgres.socket_dir), "user": "postgres",
+                "binDir": str(postgres.bin_dir()),
+            },
+            "keep": {"daily": 7, "weekly": 4, "monthly": 6},
+            "stopUnits": [], "startUnits": [],
+            "statusFile": str(self.work / "status.json"),
+            "lockFile": str(self.work / "backup.lock"),
+        }
+
+    def env(self) -> dict[str, str]:
+        config = self.work / "backup.json"
+        config.write_text(json.dumps(self.config))
+        password = self.work / "restic-password"
+        if not password.exists():
+            password.write_text("drill-repository-password\n")
+        return {**os.environ, "RESTIC_REPOSITORY": str(self.repository),
+                "RESTIC_PASSWORD_FILE": str(password),
+                "RESTIC_CACHE_DIR": str(self.work / "cache"),
+                "MAILMAN_SITE_BACKUP_CONFIG": str(config)}
+
+    def program(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(BACKUP_PROGRAM), *args], env=self.env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    def restic(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["restic", *args], env=self.env(), capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    def snapshots(self) -> list[str]:
+        done = self.restic("snapshots", "--json")
+        assert done.returncode == 0, done.stderr
+        return [entry["id"] for entry in json.loads(done.stdout)]
+
+
+def wipe(drill: Drill) -> None:
+    """Lose everything but the repository: servers, databases, files, dumps, restic's cache."""
+    site = drill.site
+    site.stop_servers()
+    postgres = site.postgres
+    assert postgres is not None
+    for database in ("mailman", "mailmanweb"):
+        subprocess.run(postgres._tool("dropdb", "-h", str(postgres.socket_dir), "-U", "postgres",
+                                      database), check=True, capture_output=True)
+    for path in (site.directory, drill.dump_dir, drill.work / "cache"):
+        shutil.rmtree(path, ignore_errors=True)
+    site.directory.mkdir()
 
 
 def dump_database(path: Path) -> list[str]:

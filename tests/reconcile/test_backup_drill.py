@@ -27,15 +27,22 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
-from mailman_fixture import REPO, Browser, MailmanEnv, MailmanSite, PostgresServer, snapshot
+from mailman_fixture import (
+    BACKUP_PROGRAM,
+    Browser,
+    Drill,
+    MailmanEnv,
+    MailmanSite,
+    PostgresServer,
+    snapshot,
+    wipe,
+)
 
 pytestmark = pytest.mark.mailman
 
-PROGRAM = REPO / "nixos" / "mailman_site_backup.py"
 ADMIN_PASSWORD = "drill-Password-4711"
 POSTS = 6
 HELD = 2
@@ -70,72 +77,6 @@ def require_tools() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-
-@dataclass
-class Drill:
-    """The site, its repository and the backup program's configuration and environment."""
-
-    site: MailmanSite
-    work: Path
-
-    @property
-    def repository(self) -> Path:
-        return self.work / "repository"
-
-    @property
-    def dump_dir(self) -> Path:
-        return self.work / "dumps"
-
-    @property
-    def config(self) -> dict[str, Any]:
-        postgres = self.site.postgres
-        assert postgres is not None
-        var = self.site.var_dir
-        return {
-            "paths": [str(self.site.directory)],
-            # What the host excludes (nixos/backup.nix): core's lock and pid files; here also
-            # gunicorn's control socket, which lives in the fixture's site directory.
-            "exclude": [str(var / "locks"), str(var / "master.pid"),
-                        str(self.site.directory / "gunicorn.ctl")],
-            "dumpDir": str(self.dump_dir),
-            "database": {
-                "kind": "postgresql",
-                "databases": [{"name": "mailman", "owner": "postgres"},
-                              {"name": "mailmanweb", "owner": "postgres"}],
-                "runAs": "postgres" if os.geteuid() == 0 else None,
-                "host": str(postgres.socket_dir), "user": "postgres",
-                "binDir": str(postgres.bin_dir()),
-            },
-            "keep": {"daily": 7, "weekly": 4, "monthly": 6},
-            "stopUnits": [], "startUnits": [],
-            "statusFile": str(self.work / "status.json"),
-            "lockFile": str(self.work / "backup.lock"),
-        }
-
-    def env(self) -> dict[str, str]:
-        config = self.work / "backup.json"
-        config.write_text(json.dumps(self.config))
-        password = self.work / "restic-password"
-        if not password.exists():
-            password.write_text("drill-repository-password\n")
-        return {**os.environ, "RESTIC_REPOSITORY": str(self.repository),
-                "RESTIC_PASSWORD_FILE": str(password),
-                "RESTIC_CACHE_DIR": str(self.work / "cache"),
-                "MAILMAN_SITE_BACKUP_CONFIG": str(config)}
-
-    def program(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(PROGRAM), *args], env=self.env(),
-                              capture_output=True, text=True, timeout=300, check=False)
-
-    def restic(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["restic", *args], env=self.env(), capture_output=True,
-                              text=True, timeout=120, check=False)
-
-    def snapshots(self) -> list[str]:
-        done = self.restic("snapshots", "--json")
-        assert done.returncode == 0, done.stderr
-        return [entry["id"] for entry in json.loads(done.stdout)]
 
 
 def send(site: MailmanSite, to: str, sender: str, subject: str) -> None:
@@ -209,20 +150,6 @@ def populate(site: MailmanSite) -> None:
     wait_for(f"{POSTS} archived posts",
              lambda: len(archived_subjects(site, "dev@example.org")) == POSTS)
     wait_for(f"{HELD} held messages", lambda: len(held_subjects(site, "board.example.org")) == HELD)
-
-
-def wipe(drill: Drill) -> None:
-    """Lose everything but the repository: servers, databases, files, dumps, restic's cache."""
-    site = drill.site
-    site.stop_servers()
-    postgres = site.postgres
-    assert postgres is not None
-    for database in ("mailman", "mailmanweb"):
-        subprocess.run(postgres._tool("dropdb", "-h", str(postgres.socket_dir), "-U", "postgres",
-                                      database), check=True, capture_output=True)
-    for path in (site.directory, drill.dump_dir, drill.work / "cache"):
-        shutil.rmtree(path, ignore_errors=True)
-    site.directory.mkdir()
 
 
 @dataclass
@@ -320,7 +247,7 @@ def test_killed_backup_leaves_the_previous_snapshot_usable(drill: Drill, restore
     ballast = site.directory / "ballast.bin"
     ballast.write_bytes(os.urandom(96 * 1024 * 1024))
     packs_before = sum(1 for _ in (drill.repository / "data").rglob("*"))
-    process = subprocess.Popen([sys.executable, str(PROGRAM)], env=drill.env(),
+    process = subprocess.Popen([sys.executable, str(BACKUP_PROGRAM)], env=drill.env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     deadline = time.monotonic() + 60
