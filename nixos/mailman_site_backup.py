@@ -246,6 +246,13 @@ def ensure_repository() -> None:
         return
     if "wrong password" in probe.stderr or "no key found" in probe.stderr:
         raise BackupError("the repository exists but the password does not open it")
+    # restic's words for a location without a repository (local and sftp backends alike;
+    # restic >= 0.17 also exits 10 for it); anything else (no network, SSH refused) must not
+    # end in an attempt to create one.
+    missing = probe.returncode == 10 or "Is there a repository at" in probe.stderr
+    if not missing:
+        last = (probe.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise BackupError(f"cannot open the repository: {last}")
     log("no repository found: initializing it")
     run(restic("init"))
 

@@ -195,3 +195,15 @@ def test_bad_configuration_names_the_file(site):
     done = site.run()
     assert done.returncode == 1
     assert done.stderr.startswith(f"mailman-site-backup: {site.config_file}: missing or bad key")
+
+
+def test_an_unreachable_repository_is_not_initialized_but_named(site):
+    env_repository = "sftp:backup-host.invalid:repository"
+    done = subprocess.run([sys.executable, str(PROGRAM)],
+                          env={**site.env(), "RESTIC_REPOSITORY": env_repository,
+                               "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("mailman-site-backup: cannot open the repository: "), last
+    assert "initializing" not in done.stdout
