@@ -513,12 +513,13 @@ def _backup_retention(reader: _Reader) -> dict[str, int]:
         fail(key, value, expected)
     keep = {period: value.get(period, 0) for period in BACKUP_PERIODS}
     for period, count in keep.items():
-        if isinstance(count, bool) or not isinstance(count, int):
-            fail(f"{key}.{period}", count, expected)
-        if not 0 <= count <= MAX_BACKUP_KEEP:
-            fail(f"{key}.{period}", count, expected)
-    if keep["daily"] < 1:
-        fail(f"{key}.daily", keep["daily"], expected)
+        least = 1 if period == "daily" else 0
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not least <= count <= MAX_BACKUP_KEEP
+        ):
+            fail(f"{key}.{period}", count, f"a whole number from {least} to {MAX_BACKUP_KEEP}")
     return keep
 
 

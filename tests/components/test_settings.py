@@ -101,9 +101,10 @@ BAD_INPUTS = [
     ({"backupBoxType": "cx23"}, (), "backupBoxType", "Storage Box type"),
     ({"backupRetention": 7}, (), "backupRetention", "an object of daily, weekly, monthly"),
     ({"backupRetention": {"hourly": 24}}, (), "backupRetention", "daily at least 1"),
-    ({"backupRetention": {"daily": 0}}, (), "backupRetention.daily", "daily at least 1"),
-    ({"backupRetention": {"daily": 7, "weekly": -1}}, (), "backupRetention.weekly", "0 to"),
-    ({"backupRetention": {"daily": "7"}}, (), "backupRetention.daily", "whole numbers"),
+    ({"backupRetention": {"daily": 0}}, (), "backupRetention.daily", "whole number from 1 to"),
+    ({"backupRetention": {"weekly": 4}}, (), "backupRetention.daily", "whole number from 1 to"),
+    ({"backupRetention": {"daily": 7, "weekly": -1}}, (), "backupRetention.weekly", "from 0 to"),
+    ({"backupRetention": {"daily": "7"}}, (), "backupRetention.daily", "a whole number"),
 ]
 
 
