@@ -42,7 +42,12 @@ def test_generated_admin_password_is_a_secret_output(base_run):
 
 def test_configured_admin_password_is_used_and_nothing_generated(zoned_run):
     names = [r.name for r in zoned_run.of_type("random:index/randomPassword:RandomPassword")]
-    assert names == ["mailman-rest-api-password"]
+    # The backup's two are tests/components/test_backup.py's.
+    assert names == [
+        "mailman-rest-api-password",
+        "mailman-backup-repository-password",
+        "mailman-backup-box-password",
+    ]
     assert zoned_run.outputs["adminPassword"] == "correct horse battery staple"
     assert "adminPassword" in zoned_run.secret_outputs
 
