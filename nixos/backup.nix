@@ -43,11 +43,10 @@ let
   backupConfig = pkgs.writeText "mailman-site-backup.json" (
     builtins.toJSON {
       inherit paths dumpDir;
-      # A running core's master lock and pid; restored, they would stop core from starting.
-      exclude = [
-        "/var/lib/mailman/locks"
-        "/var/lib/mailman/master.pid"
-      ];
+      # A running core's locks; restored, a stale master lock would stop core from starting.
+      # The mailman module's layout puts them in `lock_dir = "$var_dir/lock"` and the pid file
+      # in /run/mailman (nixpkgs nixos/modules/services/mail/mailman.nix, "paths.fhs").
+      exclude = [ "/var/lib/mailman/lock" ];
       database =
         if deployment.usePostgresql then
           {
@@ -69,7 +68,8 @@ let
         else
           {
             kind = "sqlite";
-            # The mailman module's SQLite defaults (database.nix leaves them alone for sqlite).
+            # The SQLite files database.nix leaves to the defaults: core's `$var_dir/data`
+            # (Mailman's data_dir) and the mailman module's web database.
             files = [
               "/var/lib/mailman/data/mailman.db"
               "/var/lib/mailman-web/mailman-web.db"

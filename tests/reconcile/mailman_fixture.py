@@ -616,8 +616,9 @@ class Drill:
         var = self.site.var_dir
         return {
             "paths": [str(self.site.directory)],
-            # What the host excludes (nixos/backup.nix): core's lock and pid files; here also
-            # gunicorn's control socket, which lives in the fixture's site directory.
+            # What the host excludes (nixos/backup.nix): core's locks. The fixture's layout keeps
+            # Mailman's defaults (lock_dir $var_dir/locks, pid_file $var_dir/master.pid) where
+            # the host's puts them in $var_dir/lock and /run; gunicorn's control socket too.
             "exclude": [str(var / "locks"), str(var / "master.pid"),
                         str(self.site.directory / "gunicorn.ctl")],
             "dumpDir": str(self.dump_dir),
