@@ -13,6 +13,7 @@ from typing import Any
 
 import pulumi
 
+from components.backup import REPOSITORY_PATH, SSH_PORT
 from components.dns_records import MtaStsPolicy, Record
 from components.settings import Settings
 
@@ -29,6 +30,8 @@ def deployment_document(
     volume_device: str,
     ssh_authorized_keys: list[str],
     dns_records: list[Record],
+    backup_host: str,
+    backup_user: str,
 ) -> dict[str, Any]:
     """The document as a dict, in the contract's key order."""
     mta_sts = MtaStsPolicy.for_certificates(acme_staging=settings.acme_staging)
@@ -60,6 +63,15 @@ def deployment_document(
         "dnsRecords": [
             {"name": r.name, "type": r.type, "values": list(r.values)} for r in dns_records
         ],
+        # The off-site restic repository (components/backup.py); its password and the SSH key
+        # are host secrets, not here.
+        "backup": {
+            "host": backup_host,
+            "user": backup_user,
+            "port": SSH_PORT,
+            "path": REPOSITORY_PATH,
+            "keep": dict(settings.backup_retention),
+        },
     }
 
 
@@ -76,10 +88,19 @@ def deployment_document_text(
     volume_device: pulumi.Input[str],
     deploy_public_key: pulumi.Input[str],
     dns_records: pulumi.Output[list[Record]],
+    backup_host: pulumi.Input[str],
+    backup_user: pulumi.Input[str],
 ) -> pulumi.Output[str]:
-    """The document's JSON text once addresses, volume, deploy key and records are known."""
+    """The document's JSON text once the addresses, the volume, the deploy key, the records and
+    the backup Storage Box are known."""
     return pulumi.Output.all(
-        ipv4_address, ipv6_address, volume_device, deploy_public_key, dns_records
+        ipv4_address,
+        ipv6_address,
+        volume_device,
+        deploy_public_key,
+        dns_records,
+        backup_host,
+        backup_user,
     ).apply(
         lambda v: render(
             deployment_document(
@@ -89,6 +110,8 @@ def deployment_document_text(
                 volume_device=str(v[2]),
                 ssh_authorized_keys=[str(v[3]).strip(), *settings.ssh_public_keys],
                 dns_records=list(v[4]),
+                backup_host=str(v[5]),
+                backup_user=str(v[6]),
             )
         )
     )

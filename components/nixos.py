@@ -178,13 +178,18 @@ class HostSecret:
 
 
 def host_secrets(
-    *, rest_api_password: pulumi.Input[str], dkim_private_key_pem: pulumi.Input[str]
+    *,
+    rest_api_password: pulumi.Input[str],
+    dkim_private_key_pem: pulumi.Input[str],
+    restic_password: pulumi.Input[str],
+    backup_ssh_key: pulumi.Input[str],
 ) -> list[HostSecret]:
     """The secret files of contracts section 4, with the units that must see a new value.
 
     The REST password is substituted into /etc/mailman.cfg by mailman-settings and read by core
     and the web app; the DKIM key needs nothing here, a path unit in nixos/dkim.nix restarts
-    OpenDKIM when the file changes.
+    OpenDKIM when the file changes. The backup's two files (nixos/backup.nix) are read anew by
+    every run of restic and ssh.
     """
     return [
         HostSecret(
@@ -193,6 +198,8 @@ def host_secrets(
             ("mailman-settings.service", "mailman.service", "mailman-uwsgi.service"),
         ),
         HostSecret("dkim-private-key.pem", dkim_private_key_pem),
+        HostSecret("restic-password", restic_password),
+        HostSecret("backup-ssh-key", backup_ssh_key),
     ]
 
 

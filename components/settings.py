@@ -78,6 +78,14 @@ def _strings(default: list[str]) -> Declared:
 _UNTYPED_LIST = Declared(None, [])
 _UNTYPED_OBJECT = Declared(None, {})
 
+# Where Hetzner sells Storage Boxes (the provider's example uses hel1, Hetzner's Ansible
+# collection fsn1; both are the German and Finnish sites of the Storage Box product).
+BACKUP_LOCATIONS = ("fsn1", "hel1")
+_BACKUP_BOX_TYPE = re.compile(r"^bx[0-9]{2}$")
+BACKUP_PERIODS = ("daily", "weekly", "monthly")
+DEFAULT_BACKUP_RETENTION = {"daily": 7, "weekly": 4, "monthly": 6}
+MAX_BACKUP_KEEP = 1000
+
 CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "hostname",
@@ -143,10 +151,32 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "protect",
         "bool",
         "true",
-        "delete/rebuild protection + Pulumi `protect` on server, IPs, volume",
+        "delete/rebuild protection + Pulumi `protect` on server, IPs, volume, backup Storage Box",
         _boolean(True),
     ),
     ConfigKey("backups", "bool", "true", "Hetzner automatic backups", _boolean(True)),
+    ConfigKey(
+        "backupLocation",
+        "fsn1/hel1",
+        "`fsn1`",
+        "where the off-site backup Storage Box lives (changing it replaces the box: a new, empty "
+        "repository)",
+        _string("fsn1"),
+    ),
+    ConfigKey(
+        "backupBoxType",
+        "string",
+        "`bx11`",
+        "Hetzner Storage Box type of the backups",
+        _string("bx11"),
+    ),
+    ConfigKey(
+        "backupRetention",
+        "object",
+        "`{daily: 7, weekly: 4, monthly: 6}`",
+        "restic snapshots kept per period (`restic forget --keep-*`); unset periods keep 0",
+        Declared(None, dict(DEFAULT_BACKUP_RETENTION)),
+    ),
     ConfigKey(
         "volumeSize",
         "int GB",
@@ -258,6 +288,9 @@ class Settings:
     acme_staging: bool
     protect: bool
     backups: bool
+    backup_location: str
+    backup_box_type: str
+    backup_retention: dict[str, int]
     volume_size: int
     database: str
     lists_path: Path
@@ -624,6 +657,45 @@ def _machine(reader: _Reader) -> dict[str, Any]:
     }
 
 
+def _backup(reader: _Reader) -> dict[str, Any]:
+    """The off-site backup: Storage Box location and type, restic's retention.
+
+    The location's default is fixed, not derived from `location`: the box's location is
+    RequiresReplace, and moving the server must not replace (empty) its backups.
+    """
+    box_type = reader.string("backupBoxType").strip().lower()
+    if not _BACKUP_BOX_TYPE.match(box_type):
+        fail("backupBoxType", box_type, "a Hetzner Storage Box type (bx11, bx21, bx31, bx41)")
+    return {
+        "backup_location": _choice(reader, "backupLocation", BACKUP_LOCATIONS),
+        "backup_box_type": box_type,
+        "backup_retention": _backup_retention(reader),
+    }
+
+
+def _backup_retention(reader: _Reader) -> dict[str, int]:
+    key = "backupRetention"
+    expected = (
+        f"an object of {', '.join(BACKUP_PERIODS)} to whole numbers from 0 to "
+        f"{MAX_BACKUP_KEEP}, daily at least 1 (e.g. {{daily: 7, weekly: 4, monthly: 6}})"
+    )
+    value = reader.structured(key, expected)
+    if value is None:
+        return dict(DEFAULT_BACKUP_RETENTION)
+    if not isinstance(value, dict) or not set(value) <= set(BACKUP_PERIODS):
+        fail(key, value, expected)
+    keep = {period: value.get(period, 0) for period in BACKUP_PERIODS}
+    for period, count in keep.items():
+        least = 1 if period == "daily" else 0
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not least <= count <= MAX_BACKUP_KEEP
+        ):
+            fail(f"{key}.{period}", count, f"a whole number from {least} to {MAX_BACKUP_KEEP}")
+    return keep
+
+
 def _choice(reader: _Reader, key: str, choices: tuple[str, ...]) -> str:
     value = reader.string(key)
     if value not in choices:
@@ -660,6 +732,7 @@ def read_settings() -> Settings:
     _check_known_keys(reader)
     names = _names(reader)
     machine = _machine(reader)
+    backup = _backup(reader)
     site = _site(reader)
     lists_path, lists = _lists(reader, names["mail_domains"], names["admin_email"])
     return Settings(
@@ -669,6 +742,7 @@ def read_settings() -> Settings:
         lists=lists,
         **names,
         **machine,
+        **backup,
         **site,
     )
 

@@ -9,6 +9,7 @@ import pulumi_command as command
 import pulumi_random as random
 import pulumi_tls as tls
 
+from components.backup import REPOSITORY_PATH, SSH_PORT, OffsiteBackup
 from components.deployment_document import deployment_document_text
 from components.dns import Dns
 from components.host import Host, volume_grow_script
@@ -39,6 +40,7 @@ class MailmanSite(pulumi.ComponentResource):
 
     settings: Settings
     host: Host
+    backup: OffsiteBackup
     dns: Dns
     lists: tuple[NormalizedList, ...]
     dkim_private_key_pem: pulumi.Output[str]
@@ -83,6 +85,9 @@ class MailmanSite(pulumi.ComponentResource):
         # Server, addresses, firewall, volume, rDNS; NixOS installed and answering.
         self.host = Host(f"{name}-host", settings, opts=child, facts=facts)
 
+        # The Storage Box the host backs up to every night, and the keys to it (stack secrets).
+        self.backup = OffsiteBackup(f"{name}-backup", settings, opts=child)
+
         # Records in the Hetzner zone, or only computed for export when no zone is managed.
         self.dns = Dns(
             f"{name}-dns",
@@ -101,6 +106,8 @@ class MailmanSite(pulumi.ComponentResource):
             volume_device=self.host.volume.linux_device,
             deploy_public_key=self.host.deploy_public_key,
             dns_records=self.dns.published,
+            backup_host=self.backup.target.host,
+            backup_user=self.backup.target.user,
         )
 
         # Deploy chain: push nixos/ + deployment.json + secrets, switch with rollback
@@ -116,6 +123,8 @@ class MailmanSite(pulumi.ComponentResource):
             secrets=host_secrets(
                 rest_api_password=self.rest_api_password,
                 dkim_private_key_pem=self.dkim_private_key_pem,
+                restic_password=self.backup.repository_password,
+                backup_ssh_key=self.backup.ssh_private_key,
             ),
             opts=child,
         )
@@ -186,4 +195,15 @@ class MailmanSite(pulumi.ComponentResource):
             "nixosRelease": self.settings.nixos_release,
             "adminUser": self.settings.admin_user,
             "adminPassword": self.admin_password,
+            # What restoring this site elsewhere needs (README, Operations): the repository and,
+            # as secrets, its password and the key that logs in to the Storage Box.
+            "backupRepository": pulumi.Output.concat(
+                "sftp://",
+                self.backup.target.user,
+                "@",
+                self.backup.target.host,
+                f":{SSH_PORT}/{REPOSITORY_PATH}",
+            ),
+            "backupRepositoryPassword": self.backup.repository_password,
+            "backupSshPrivateKey": self.backup.ssh_private_key,
         }

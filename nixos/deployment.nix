@@ -37,6 +37,7 @@ let
     "sshAllowedIps"
     "mtaSts"
     "dnsRecords"
+    "backup"
   ];
   nixpkgsKeys = [
     "branch"
@@ -62,6 +63,18 @@ let
     "type"
     "values"
   ];
+  backupKeys = [
+    "host"
+    "user"
+    "port"
+    "path"
+    "keep"
+  ];
+  keepKeys = [
+    "daily"
+    "weekly"
+    "monthly"
+  ];
 
   checkKeys =
     where: known: set:
@@ -85,6 +98,8 @@ let
   network = checkKeys "network." networkKeys top.network;
   dataVolume = checkKeys "dataVolume." dataVolumeKeys top.dataVolume;
   mtaSts = checkKeys "mtaSts." mtaStsKeys top.mtaSts;
+  backup = checkKeys "backup." backupKeys top.backup;
+  keep = checkKeys "backup.keep." keepKeys backup.keep;
 
   str =
     key: value:
@@ -185,6 +200,13 @@ let
       ) (builtins.length top.dnsRecords)
     else
       fail "dnsRecords" "a list of objects";
+  # restic's --keep-<period> counts: whole numbers, daily at least one (a backup is kept).
+  keepCount =
+    period: least: value:
+    if builtins.isInt value && value >= least && value <= 1000 then
+      value
+    else
+      fail "backup.keep.${period}" "a whole number from ${toString least} to 1000";
   ipv6PrefixLength =
     if builtins.isInt network.ipv6PrefixLength then
       network.ipv6PrefixLength
@@ -237,6 +259,34 @@ in
     strList "sshAuthorizedKeys" top.sshAuthorizedKeys
   );
   sshAllowedIps = nonEmpty "sshAllowedIps" (strList "sshAllowedIps" top.sshAllowedIps);
+
+  # The off-site restic repository (components/backup.py): SFTP to the Storage Box.
+  backup = {
+    host =
+      builtins.head (
+        groups "backup.host" "(([a-z0-9-]+\\.)+[a-z]+)" "the Storage Box's host name" (
+          str "backup.host" backup.host
+        )
+      );
+    user =
+      builtins.head (
+        groups "backup.user" "([a-z0-9][a-z0-9-]*)" "the Storage Box's user name" (
+          str "backup.user" backup.user
+        )
+      );
+    port = if backup.port == 23 then 23 else fail "backup.port" "23 (the Storage Box's SSH port)";
+    path =
+      builtins.head (
+        groups "backup.path" "([a-z0-9][a-z0-9._-]*)" "a directory name in the Storage Box" (
+          str "backup.path" backup.path
+        )
+      );
+    keep = {
+      daily = keepCount "daily" 1 keep.daily;
+      weekly = keepCount "weekly" 0 keep.weekly;
+      monthly = keepCount "monthly" 0 keep.monthly;
+    };
+  };
 
   # MTA-STS (RFC 8461): every mail domain's policy host serves this text. The Python side
   # renders the same text to derive the policy id in DNS (components/dns_records.py,

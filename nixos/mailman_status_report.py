@@ -241,7 +241,8 @@ def _certificate(name: str, port: int, connect_to: str, now: datetime.datetime) 
 
 
 def check_backup(path: Path, *, now: datetime.datetime) -> Finding:
-    """The backup unit writes the time of its last success (ISO-8601, UTC) into `path`."""
+    """The backup program replaces `path` after each success: {"lastSuccess": ISO-8601 UTC, ...}
+    (nixos/mailman_site_backup.py, the path from nixos/backup-status-file.nix)."""
     hint = (
         "see the backup unit's journal (systemctl list-timers; "
         "journalctl -u 'mailman-site-backup*') and README, Operations, Backups"
@@ -253,9 +254,9 @@ def check_backup(path: Path, *, now: datetime.datetime) -> Finding:
     except OSError as error:
         return Finding("backup", "last success", FAIL, f"cannot read {path}: {error}", hint)
     try:
-        when = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        detail = f"{path} holds {text[:40]!r}, not an ISO-8601 time"
+        when = datetime.datetime.fromisoformat(json.loads(text)["lastSuccess"])
+    except (ValueError, TypeError, KeyError):
+        detail = f"{path} holds {text[:40]!r}, not {{\"lastSuccess\": <ISO-8601 time>, ...}}"
         return Finding("backup", "last success", FAIL, detail, hint)
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)

@@ -21,7 +21,7 @@ let
     # The certificates ./web.nix obtains: the hostname and every MTA-STS policy host.
     certificateNames = [ deployment.hostname ] ++ deployment.mtaSts.hosts;
     httpsPort = 443;
-    lastBackupFile = import ./backup-last-success.nix;
+    lastBackupFile = import ./backup-status-file.nix;
     inherit volume;
     disks = [
       "/"

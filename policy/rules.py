@@ -18,8 +18,10 @@ SERVER = "hcloud:index/server:Server"
 FIREWALL = "hcloud:index/firewall:Firewall"
 PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
 VOLUME = "hcloud:index/volume:Volume"
-# What holds the site's data or its addresses: losing one loses mail, archives or DNS.
-PERSISTENT = (SERVER, PRIMARY_IP, VOLUME)
+STORAGE_BOX = "hcloud:index/storageBox:StorageBox"
+# What holds the site's data, its backups or its addresses: losing one loses mail, archives,
+# every snapshot or DNS.
+PERSISTENT = (SERVER, PRIMARY_IP, VOLUME, STORAGE_BOX)
 # Stacks that must keep the production promises, by name.
 PRODUCTION_STACKS = ("production",)
 WORLD = ("0.0.0.0/0", "::/0")

@@ -433,6 +433,10 @@ class MockCloud(pulumi.runtime.Mocks):
             state["ipv6Address"] = MOCK_IPV6_PREFIX + "1"
             state["ipv6Network"] = MOCK_IPV6_NETWORK
             state["status"] = "running"
+        elif typ == "hcloud:index/storageBox:StorageBox":
+            # The API names a box's main user u<number> and its host <user>.your-storagebox.de.
+            state["username"] = f"u{resource_id[-6:]}"
+            state["server"] = f"u{resource_id[-6:]}.your-storagebox.de"
         elif typ == "tls:index/privateKey:PrivateKey":
             state.update(self._key_material(args.name, str(inputs.get("algorithm"))))
         elif typ == "random:index/randomPassword:RandomPassword":

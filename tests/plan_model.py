@@ -81,6 +81,13 @@ RULES: dict[str, Rules] = {
         "volumeId",
         "serverId",
     ),
+    "hcloud:index/storageBox:StorageBox": _rules(
+        f"{TF_HCLOUD} internal/storagebox/resource.go lines 101-122 (location 105, ssh_keys 121 "
+        "RequiresReplace); storage_box_type (ChangeType), password (ResetPassword), "
+        "access_settings, delete_protection and labels are updated in place (lines 383-553)",
+        "location",
+        "sshKeys",
+    ),
     "hcloud:index/sshKey:SshKey": _rules(
         f"{TF_HCLOUD} internal/sshkey/resource.go line 72 (public_key)", "publicKey"
     ),
@@ -374,6 +381,7 @@ LABELS = {
     "hcloud:index/volume:Volume": "volume",
     "hcloud:index/volumeAttachment:VolumeAttachment": "volume attachment",
     "hcloud:index/sshKey:SshKey": "SSH key",
+    "hcloud:index/storageBox:StorageBox": "Storage Box",
     "hcloud:index/firewall:Firewall": "firewall",
     "hcloud:index/rdns:Rdns": "rDNS",
     "hcloud:index/zoneRrset:ZoneRrset": "DNS record set",
@@ -463,6 +471,10 @@ def _scenarios() -> tuple[Scenario, ...]:
         change("protect", "`true` → `false`", False),
         change("backups", "`true` → `false`", False),
         change("volumeSize", "`10` → `20`", 20),
+        change("backupLocation", "`fsn1` → `hel1`, `protect: true`", "hel1"),
+        change("backupLocation", "`fsn1` → `hel1`, `protect: false`", "hel1", unprotected),
+        change("backupBoxType", "`bx11` → `bx21`", "bx21"),
+        change("backupRetention", "keep 14 daily", {"daily": 14, "weekly": 4, "monthly": 6}),
         change("database", "`postgresql` → `sqlite`", "sqlite"),
         change("lists", "another lists file", NO_LISTS),
         change("adminUser", "`admin` → `root-admin`", "root-admin"),

@@ -151,6 +151,25 @@ pkgs.testers.runNixOSTest {
             " http://mta-sts.example.org/.well-known/mta-sts.txt | grep -qx 301"
         )
 
+    with subtest("backup and restore with the host's own commands, into a local repository"):
+        # The Storage Box is not reachable from the VM: the commands honour RESTIC_REPOSITORY.
+        local = "RESTIC_REPOSITORY=/var/lib/vm-test-repository"
+        machine.succeed(
+            "umask 077; mkdir -p /var/lib/mailman-site/secrets;"
+            " echo vm-test-repository-password > /var/lib/mailman-site/secrets/restic-password"
+        )
+        machine.succeed(f"{local} mailman-site-backup")
+        machine.succeed("test -s /var/backup/mailman-site/mailman.pgdump")
+        machine.succeed("grep -q lastSuccess /var/lib/mailman-site/backup-status.json")
+        rest("-X DELETE http://127.0.0.1:8001/3.1/lists/test.example.org")
+        machine.fail("curl --fail -sS -u restadmin:$(cat /var/lib/mailman-site/secrets/rest-api-password)"
+                     " http://127.0.0.1:8001/3.1/lists/test.example.org")
+        machine.succeed(f"{local} mailman-site-restore")
+        with machine.nested("waiting for the Mailman REST API after the restore"):
+            retry(api_up)
+        rest("http://127.0.0.1:8001/3.1/lists/test.example.org")
+        machine.succeed("grep -q test@example.org /var/lib/mailman/data/postfix_lmtp")
+
     with subtest("host commands"):
         print(machine.succeed("mailman-site-health"))
         report = machine.succeed("mailman-site-health --outbound")

@@ -284,6 +284,9 @@ def test_list_changes_stay_readable_in_previews(run):
     assert "clientId: gh-client" in public_text
 
 
+PASSWORD = "random:index/randomPassword:RandomPassword"
+
+
 def rest_password(run: ProgramRun) -> str:
     generated = run.one("random:index/randomPassword:RandomPassword", "mailman-rest-api-password")
     return generated.outputs["result"]
@@ -297,6 +300,9 @@ def test_no_secret_in_any_plain_input(run):
         "MOCK-RSA-mailman-dkim-key",
         "MOCK-ED25519-mailman-host-deploy-key",
         "MOCK-ED25519-mailman-host-ssh-host-key",
+        "MOCK-ED25519-mailman-backup-ssh-key",
+        run.one(PASSWORD, "mailman-backup-repository-password").outputs["result"],
+        run.one(PASSWORD, "mailman-backup-box-password").outputs["result"],
     ]
     for resource in run.resources:
         for text in plain_strings(resource.raw_inputs):
@@ -308,6 +314,8 @@ def test_secrets_travel_only_on_secret_stdin_with_logging_off(run):
     for name in (
         "mailman-nixos-secret-rest-api-password",
         "mailman-nixos-secret-dkim-private-key.pem",
+        "mailman-nixos-secret-restic-password",
+        "mailman-nixos-secret-backup-ssh-key",
     ):
         resource = run.one(COMMAND, name)
         assert resource.is_secret("stdin")

@@ -87,7 +87,7 @@ def test_unprotected_persistent_resources_fail_in_production():
     found = violations(run)
     names = sorted(message.split(":")[0] for message in found)
     assert names == sorted(r.name for r in run.resources if r.type in rules.PERSISTENT)
-    assert len(found) == 4  # server, IPv4, IPv6, volume
+    assert len(found) == 5  # server, IPv4, IPv6, volume, backup Storage Box
     assert all("mailman:protect must stay true" in message for message in found)
 
 
@@ -259,10 +259,11 @@ def test_the_pack_reports_through_the_real_sdk_what_the_rules_find(policy_python
         for message in rule.check(as_policy_sees_it(resource))
     )
     assert sorted(report["violations"]) == expected
-    # Every promise broken once here: world SSH, no protection (4), a plain private key.
+    # Every promise broken once here: world SSH, no protection (5, backup box included), a plain
+    # private key.
     assert {name for name, _, _ in report["violations"]} == {
         "production-ssh-not-open-to-the-world",
         "production-persistent-resources-protected",
         "no-secret-in-plain-inputs",
     }
-    assert len(expected) == 6
+    assert len(expected) == 7

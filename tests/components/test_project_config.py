@@ -72,6 +72,8 @@ def test_readme_default_and_declared_default_agree(key):
         wanted = README_WORDS[words]
     elif words.isdigit():
         wanted = int(words)
+    elif words.startswith("`{"):
+        wanted = yaml.safe_load(words.strip("`"))  # an object, in YAML flow style
     else:
         wanted = words.strip("`")
     assert key.declared.default == wanted or (

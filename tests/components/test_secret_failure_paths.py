@@ -26,6 +26,8 @@ STAND_INS = ("mkdir", "mailman-reconcile")
 EXPECTED = {
     "mailman-nixos-secret-rest-api-password",
     "mailman-nixos-secret-dkim-private-key.pem",
+    "mailman-nixos-secret-restic-password",
+    "mailman-nixos-secret-backup-ssh-key",
     "mailman-reconcile-run",
 }
 

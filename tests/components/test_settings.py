@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 DESIGN_KEYS = [
     "hostname", "adminEmail", "mailDomains", "dnsZone", "serverType", "location",
     "nixosRelease", "sshPublicKeys", "sshAllowedIps", "acmeStaging", "protect", "backups",
+    # issue 10: the off-site backup's Storage Box and retention
+    "backupLocation", "backupBoxType", "backupRetention",
     "volumeSize", "database", "lists", "adminUser", "adminPassword", "dmarcPolicy",
     "mailman2Redirects", "socialLogins",
 ]  # fmt: skip
@@ -95,6 +97,14 @@ BAD_INPUTS = [
         "a secret",
     ),
     ({"hostName": "lists.example.org"}, (), "hostName", "did you mean hostname?"),
+    ({"backupLocation": "nbg1"}, (), "backupLocation", "one of fsn1, hel1"),
+    ({"backupBoxType": "cx23"}, (), "backupBoxType", "Storage Box type"),
+    ({"backupRetention": 7}, (), "backupRetention", "an object of daily, weekly, monthly"),
+    ({"backupRetention": {"hourly": 24}}, (), "backupRetention", "daily at least 1"),
+    ({"backupRetention": {"daily": 0}}, (), "backupRetention.daily", "whole number from 1 to"),
+    ({"backupRetention": {"weekly": 4}}, (), "backupRetention.daily", "whole number from 1 to"),
+    ({"backupRetention": {"daily": 7, "weekly": -1}}, (), "backupRetention.weekly", "from 0 to"),
+    ({"backupRetention": {"daily": "7"}}, (), "backupRetention.daily", "a whole number"),
 ]
 
 
@@ -224,6 +234,8 @@ def test_defaults(base_run):
     assert base_run.outputs["nixosRelease"] == "nixos-26.05"
     assert base_run.outputs["mailDomains"] == ["lists.example.org"]
     assert base_run.outputs["adminUser"] == "admin"
+    box = base_run.one("hcloud:index/storageBox:StorageBox")
+    assert (box.inputs["location"], box.inputs["storageBoxType"]) == ("fsn1", "bx11")
 
 
 def test_config_keys_are_the_design_contract_in_order():
@@ -247,6 +259,9 @@ def test_every_documented_key_is_accepted():
         "acmeStaging": True,
         "protect": False,
         "backups": False,
+        "backupLocation": "hel1",
+        "backupBoxType": "bx21",
+        "backupRetention": {"daily": 14, "weekly": 8},
         "volumeSize": 20,
         "database": "sqlite",
         "lists": "lists.yaml",

@@ -31,13 +31,23 @@ def test_outputs_of_the_design_contract(base_run):
 def test_generated_admin_password_is_a_secret_output(base_run):
     password = base_run.one("random:index/randomPassword:RandomPassword", "mailman-admin-password")
     assert base_run.outputs["adminPassword"] == password.outputs["result"]
-    assert base_run.secret_outputs == {"adminPassword"}
+    # The other secret outputs are the backup's (tests/components/test_backup.py).
+    assert base_run.secret_outputs == {
+        "adminPassword",
+        "backupRepositoryPassword",
+        "backupSshPrivateKey",
+    }
     assert password.inputs["length"] >= 20
 
 
 def test_configured_admin_password_is_used_and_nothing_generated(zoned_run):
     names = [r.name for r in zoned_run.of_type("random:index/randomPassword:RandomPassword")]
-    assert names == ["mailman-rest-api-password"]
+    # The backup's two are tests/components/test_backup.py's.
+    assert names == [
+        "mailman-rest-api-password",
+        "mailman-backup-repository-password",
+        "mailman-backup-box-password",
+    ]
     assert zoned_run.outputs["adminPassword"] == "correct horse battery staple"
     assert "adminPassword" in zoned_run.secret_outputs
 

@@ -13,25 +13,41 @@ import pytest
 from nix_options import selected_attributes
 from nixos_support import NIXOS, SCHEMA, EvalError
 
-OBJECTS = ("nixpkgs", "network", "dataVolume", "mtaSts")
+# Objects of the document, by path, with the name of the Nix binding that holds the checked set.
+OBJECTS = {
+    "nixpkgs": "nixpkgs",
+    "network": "network",
+    "dataVolume": "dataVolume",
+    "mtaSts": "mtaSts",
+    "backup": "backup",
+    "backup.keep": "keep",
+}
 
 
-def schema_keys(schema: dict[str, Any]) -> set[str]:
+def _spec(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    spec = schema
+    for part in path.split("."):
+        spec = spec["properties"][part]
+    return spec
+
+
+def schema_keys(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every leaf key of the document, dotted (objects are not keys, their members are)."""
     keys = set()
     for name, spec in schema["properties"].items():
         if spec.get("type") == "object":
-            keys |= {f"{name}.{sub}" for sub in spec["properties"]}
+            keys |= schema_keys(spec, f"{prefix}{name}.")
         else:
-            keys.add(name)
+            keys.add(f"{prefix}{name}")
     return keys
 
 
 def nix_read_keys() -> set[str]:
     source = (NIXOS / "deployment.nix").read_text()
     keys = selected_attributes(source, "top") - set(OBJECTS)
-    for name in OBJECTS:
-        keys |= {f"{name}.{sub}" for sub in selected_attributes(source, name)}
-    return keys
+    for path, binding in OBJECTS.items():
+        keys |= {f"{path}.{sub}" for sub in selected_attributes(source, binding)}
+    return keys - set(OBJECTS)
 
 
 def test_nix_reads_the_schema_keys_exactly(schema) -> None:
@@ -39,7 +55,7 @@ def test_nix_reads_the_schema_keys_exactly(schema) -> None:
 
 
 def test_schema_requires_every_key_and_allows_no_other(schema) -> None:
-    objects = [schema] + [schema["properties"][name] for name in OBJECTS]
+    objects = [schema] + [_spec(schema, path) for path in OBJECTS]
     for spec in objects:
         assert spec["additionalProperties"] is False
         assert set(spec["required"]) == set(spec["properties"])
@@ -68,10 +84,12 @@ def test_missing_key_stops_evaluation_naming_it(evaluate, production_document, s
 
 
 @pytest.mark.nix
-@pytest.mark.parametrize("where", ["", "network.", "dataVolume.", "mtaSts."])
+@pytest.mark.parametrize("where", ["", *(f"{path}." for path in OBJECTS)])
 def test_unknown_key_stops_evaluation_naming_it(evaluate, production_document, where) -> None:
     document = copy.deepcopy(production_document)
-    target = document if not where else document[where.rstrip(".")]
+    target = document
+    for part in filter(None, where.split(".")):
+        target = target[part]
     target["smtpRelay"] = "mail.example.net"
     with pytest.raises(EvalError, match=f"deployment.json: {where}smtpRelay: expected no such key"):
         evaluate(document)

@@ -86,6 +86,13 @@ def test_production_document_becomes_these_values(evaluate) -> None:
             "hosts": ["mta-sts.example.org", "mta-sts.lists.example.org"],
         },
         "dnsRecords": json.loads((DOCUMENTS / "production.json").read_text())["dnsRecords"],
+        "backup": {
+            "host": "u123456.your-storagebox.de",
+            "user": "u123456",
+            "port": 23,
+            "path": "mailman-site",
+            "keep": {"daily": 7, "weekly": 4, "monthly": 6},
+        },
     }
 
 
@@ -154,6 +161,11 @@ def _broken(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("nixpkgs.rev", "nixos-26.05", "nixpkgs.rev: expected a full nixpkgs commit id"),
         ("nixpkgs.url", "https://example.org/x.tar.gz", "nixpkgs.url: expected https://github"),
         ("nixpkgs.sha256", "0" * 52, "nixpkgs.sha256: expected the NAR hash"),
+        ("backup.port", 22, "deployment.json: backup.port: expected 23"),
+        ("backup.host", "box;rm", "deployment.json: backup.host: expected the Storage Box's host"),
+        ("backup.path", "../x", "deployment.json: backup.path: expected a directory name"),
+        ("backup.keep.daily", 0, "backup.keep.daily: expected a whole number from 1 to 1000"),
+        ("backup.keep.weekly", -1, "backup.keep.weekly: expected a whole number from 0 to 1000"),
     ],
 )
 def test_bad_value_stops_evaluation_with_one_line_naming_the_key(

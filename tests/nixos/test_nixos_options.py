@@ -11,7 +11,7 @@ from nixos_support import NIXOS
 
 OPTIONS_FILE = Path(__file__).with_name("options-26.05.txt")
 # Plain values for the modules (builtins only) and the pinned nixpkgs source, not modules.
-VALUE_FILES = {"deployment.nix", "mailman-units.nix", "backup-last-success.nix", "nixpkgs.nix"}
+VALUE_FILES = {"deployment.nix", "mailman-units.nix", "backup-status-file.nix", "nixpkgs.nix"}
 MODULES = sorted(p for p in NIXOS.glob("*.nix") if p.name not in VALUE_FILES)
 
 

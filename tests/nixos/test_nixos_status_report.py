@@ -230,8 +230,8 @@ def test_no_tls_server_fails():
     ],
 )
 def test_backup_age_is_judged_from_the_timestamp_file(tmp_path, text, level):
-    stamp = tmp_path / "last-success"
-    stamp.write_text(text + "\n")
+    stamp = tmp_path / "backup-status.json"
+    stamp.write_text(json.dumps({"lastSuccess": text, "snapshot": "0a1b2c3d"}) + "\n")
     finding = status.check_backup(stamp, now=NOW)
     assert finding.level == level
     if level == "FAIL":
@@ -239,7 +239,7 @@ def test_backup_age_is_judged_from_the_timestamp_file(tmp_path, text, level):
 
 
 def test_no_backup_yet_fails(tmp_path):
-    finding = status.check_backup(tmp_path / "last-success", now=NOW)
+    finding = status.check_backup(tmp_path / "backup-status.json", now=NOW)
     assert finding.level == "FAIL"
     assert "no backup has succeeded" in finding.detail
 
@@ -535,8 +535,9 @@ class Host:
 
 @pytest.fixture
 def host(tmp_path, site, dns_world, https_site, postfix_queue) -> Host:
-    stamp = tmp_path / "last-success"
-    stamp.write_text(datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds") + "\n")
+    stamp = tmp_path / "backup-status.json"
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    stamp.write_text(json.dumps({"lastSuccess": now, "snapshot": "0a1b2c3d"}) + "\n")
     config = {
         "hostname": HOSTNAME,
         "adminEmail": ADMIN,
@@ -748,8 +749,8 @@ def test_module_configuration_comes_from_the_deployment_document(status_module, 
     assert config.certificate_names == [
         "lists.example.org", "mta-sts.example.org", "mta-sts.lists.example.org",
     ]  # fmt: skip
-    # The one definition of the backup timestamp (nixos/backup-last-success.nix).
-    assert config.last_backup_file == Path("/var/lib/mailman-backup/last-success")
+    # The one definition of the backup status file (nixos/backup-status-file.nix).
+    assert config.last_backup_file == Path("/var/lib/mailman-site/backup-status.json")
     assert config.volume == Path("/srv/mailman-site")
     assert config.disks == [Path("/"), Path("/srv/mailman-site")]
     assert config.postqueue_command == ["/postfix/sbin/postqueue", "-j"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.cookiejar
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -38,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 REQUIREMENTS = Path(__file__).with_name("mailman-requirements.txt")
 NIXOS_DIR = REPO / "nixos"
 RECONCILE_PROGRAM = NIXOS_DIR / "mailman_reconcile.py"
+BACKUP_PROGRAM = NIXOS_DIR / "mailman_site_backup.py"
 REST_USER = "restadmin"
 CORE_START_TIMEOUT = 90.0
 REQUIRED_TOOLS = ("postmap", "sassc")
@@ -371,6 +374,15 @@ class MailmanSite:
         self.write_config()
         if self._postgres is not None:
             self._start_postgres()
+        self.start_servers()
+
+    @property
+    def postgres(self) -> PostgresServer | None:
+        """The site's PostgreSQL server (database="postgresql"), started by `start`."""
+        return self._postgres
+
+    def start_servers(self) -> None:
+        """Start core and mailman-web on the existing configuration and databases."""
         start = self.mailman("start")
         # `mailman start` forks a master that keeps the caller's stdout; give it a file so
         # nothing waits on a pipe that never closes.
@@ -427,6 +439,12 @@ class MailmanSite:
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
     def stop(self) -> None:
+        self.stop_servers()
+        if self._postgres is not None:
+            self._postgres.stop()
+
+    def stop_servers(self) -> None:
+        """Stop mailman-web and core; the databases stay up (as a restore on the host needs)."""
         if self._web is not None and self._web.poll() is None:
             self._web.send_signal(signal.SIGTERM)
             try:
@@ -435,8 +453,6 @@ class MailmanSite:
                 self._web.kill()
                 self._web.wait()
         self._stop_core()
-        if self._postgres is not None:
-            self._postgres.stop()
 
     def _stop_core(self) -> None:
         pid_file = self.var_dir / "master.pid"
@@ -541,6 +557,126 @@ class MailmanSite:
             time.sleep(0.02)
         process.wait()
         return seen
+
+
+def snapshot(site: MailmanSite) -> dict[str, dict[str, Any]]:
+    """What Mailman core says about every list: config, owners, moderators, members."""
+    result: dict[str, dict[str, Any]] = {}
+    for entry in site.rest("lists").get("entries", []):
+        list_id = entry["list_id"]
+        roles = {}
+        for role in ("owner", "moderator", "member"):
+            query = urllib.parse.urlencode({"list_id": list_id, "role": role})
+            found = site.rest(f"members/find?{query}")
+            roles[role] = sorted(m["email"] for m in found.get("entries", []))
+        result[entry["fqdn_listname"]] = {
+            "config": site.rest(f"lists/{list_id}/config"), **roles}
+    return result
+
+
+class Browser:
+    """A cookie-keeping HTTP client that fills in Django's CSRF token like a browser."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, path: str) -> tuple[str, str]:
+        with self.opener.open(self.base + path, timeout=30) as response:
+            return response.geturl(), response.read().decode()
+
+    def post_form(self, path: str, fields: dict[str, str]) -> tuple[str, str]:
+        _url, page = self.get(path)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, f"no CSRF token on {path}"
+        data = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token[1]}).encode()
+        request = urllib.request.Request(  # noqa: S310  (our own http://127.0.0.1 site)
+            self.base + path, data=data, headers={"Referer": self.base + path})
+        with self.opener.open(request, timeout=30) as response:
+            return response.geturl(), response.read().decode()
+
+
+@dataclass
+class Drill:
+    """A site backed up by the host's backup program (nixos/mailman_site_backup.py) into a local
+    restic repository: the program's configuration for this site, and its environment."""
+
+    site: MailmanSite
+    work: Path
+
+    @property
+    def repository(self) -> Path:
+        return self.work / "repository"
+
+    @property
+    def dump_dir(self) -> Path:
+        return self.work / "dumps"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        postgres = self.site.postgres
+        assert postgres is not None
+        var = self.site.var_dir
+        return {
+            "paths": [str(self.site.directory)],
+            # What the host excludes (nixos/backup.nix): core's locks. The fixture's layout keeps
+            # Mailman's defaults (lock_dir $var_dir/locks, pid_file $var_dir/master.pid) where
+            # the host's puts them in $var_dir/lock and /run; gunicorn's control socket too.
+            "exclude": [str(var / "locks"), str(var / "master.pid"),
+                        str(self.site.directory / "gunicorn.ctl")],
+            "dumpDir": str(self.dump_dir),
+            "database": {
+                "kind": "postgresql",
+                "databases": [{"name": "mailman", "owner": "postgres"},
+                              {"name": "mailmanweb", "owner": "postgres"}],
+                "runAs": "postgres" if os.geteuid() == 0 else None,
+                "host": str(postgres.socket_dir), "user": "postgres",
+                "binDir": str(postgres.bin_dir()),
+            },
+            "keep": {"daily": 7, "weekly": 4, "monthly": 6},
+            "stopUnits": [], "startUnits": [],
+            "statusFile": str(self.work / "status.json"),
+            "lockFile": str(self.work / "backup.lock"),
+        }
+
+    def env(self) -> dict[str, str]:
+        config = self.work / "backup.json"
+        config.write_text(json.dumps(self.config))
+        password = self.work / "restic-password"
+        if not password.exists():
+            password.write_text("drill-repository-password\n")
+        return {**os.environ, "RESTIC_REPOSITORY": str(self.repository),
+                "RESTIC_PASSWORD_FILE": str(password),
+                "RESTIC_CACHE_DIR": str(self.work / "cache"),
+                "MAILMAN_SITE_BACKUP_CONFIG": str(config)}
+
+    def program(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(BACKUP_PROGRAM), *args], env=self.env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    def restic(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["restic", *args], env=self.env(), capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    def snapshots(self) -> list[str]:
+        done = self.restic("snapshots", "--json")
+        assert done.returncode == 0, done.stderr
+        return [entry["id"] for entry in json.loads(done.stdout)]
+
+
+def wipe(drill: Drill) -> None:
+    """Lose everything but the repository: servers, databases, files, dumps, restic's cache."""
+    site = drill.site
+    site.stop_servers()
+    postgres = site.postgres
+    assert postgres is not None
+    for database in ("mailman", "mailmanweb"):
+        subprocess.run(postgres._tool("dropdb", "-h", str(postgres.socket_dir), "-U", "postgres",
+                                      database), check=True, capture_output=True)
+    for path in (site.directory, drill.dump_dir, drill.work / "cache"):
+        shutil.rmtree(path, ignore_errors=True)
+    site.directory.mkdir()
 
 
 def dump_database(path: Path) -> list[str]:

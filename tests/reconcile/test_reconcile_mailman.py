@@ -9,7 +9,6 @@ come in the order of the steps (a test asking for a later step's fixture runs th
 from __future__ import annotations
 
 import copy
-import http.cookiejar
 import json
 import re
 import smtplib
@@ -23,7 +22,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from mailman_fixture import MailmanSite, dump_database
+from mailman_fixture import Browser, MailmanSite, dump_database, snapshot
 
 pytestmark = pytest.mark.mailman
 
@@ -112,21 +111,6 @@ class Run:
     def changes(self) -> int:
         return sum(c.get("created", 0) + c.get("updated", 0) + c.get("deleted", 0)
                    for c in self.summary().values())
-
-
-def snapshot(site: MailmanSite) -> dict[str, dict[str, Any]]:
-    """What Mailman core says about every list: config, owners, moderators, members."""
-    result: dict[str, dict[str, Any]] = {}
-    for entry in site.rest("lists").get("entries", []):
-        list_id = entry["list_id"]
-        roles = {}
-        for role in ("owner", "moderator", "member"):
-            query = urllib.parse.urlencode({"list_id": list_id, "role": role})
-            found = site.rest(f"members/find?{query}")
-            roles[role] = sorted(m["email"] for m in found.get("entries", []))
-        result[entry["fqdn_listname"]] = {
-            "config": site.rest(f"lists/{list_id}/config"), **roles}
-    return result
 
 
 def run(site: MailmanSite, state: dict[str, Any]) -> Run:
@@ -364,29 +348,6 @@ def test_run_after_convergence_changes_nothing(killed_run: KilledRun):
 
 
 # --- the site works -----------------------------------------------------------------------
-
-
-class Browser:
-    """A cookie-keeping HTTP client that fills in Django's CSRF token like a browser."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-
-    def get(self, path: str) -> tuple[str, str]:
-        with self.opener.open(self.base + path, timeout=30) as response:
-            return response.geturl(), response.read().decode()
-
-    def post_form(self, path: str, fields: dict[str, str]) -> tuple[str, str]:
-        _url, page = self.get(path)
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
-        assert token, f"no CSRF token on {path}"
-        data = urllib.parse.urlencode({**fields, "csrfmiddlewaretoken": token[1]}).encode()
-        request = urllib.request.Request(  # noqa: S310  (our own http://127.0.0.1 site)
-            self.base + path, data=data, headers={"Referer": self.base + path})
-        with self.opener.open(request, timeout=30) as response:
-            return response.geturl(), response.read().decode()
 
 
 def admin_login(site: MailmanSite, password: str) -> str:
