@@ -35,6 +35,14 @@ BAD_INPUTS = [
     ({"adminEmail": "a@b@example.org"}, (), "adminEmail", "e-mail address"),
     # Accepted by RFC 5322 but not by Mailman (it becomes the superuser and default list owner).
     ({"adminEmail": "a|b@example.org"}, (), "adminEmail", "e-mail address"),
+    # The host keeps no mailboxes: postmaster@/abuse@/root of these domains alias to adminEmail.
+    ({"adminEmail": "ops@lists.example.org"}, (), "adminEmail", "outside this host's mail"),
+    (
+        {"adminEmail": "postmaster@example.org", "mailDomains": ["example.org"]},
+        (),
+        "adminEmail",
+        "mailbox outside this host's mail domains (example.org, lists.example.org)",
+    ),
     ({"mailDomains": "example.org"}, (), "mailDomains", "list of domain names"),
     ({"mailDomains": []}, (), "mailDomains", "non-empty list"),
     ({"mailDomains": ["example.org", "example.org"]}, (), "mailDomains", "listed once"),
@@ -168,7 +176,7 @@ def test_lists_file_errors_name_file_list_and_field(tmp_path):
         (
             {
                 "hostname": "mail.example.net",
-                "adminEmail": "ops@example.net",
+                "adminEmail": "ops@example.com",
                 "mailDomains": ["example.net", "mail.example.net"],
             },
             ["announce@example.net", "discuss@example.net"],
