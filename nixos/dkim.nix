@@ -36,6 +36,10 @@ in
       # else from From:; only the mail domains (-d) are signed.
       SenderHeaders = "Sender,From";
       OversignHeaders = "From";
+      # Mailman submits to Postfix on `localhost`, which resolves to ::1 first; OpenDKIM's
+      # default InternalHosts is 127.0.0.1 alone (opendkim.conf(5)), so list mail from ::1
+      # left unsigned. Both loopback addresses are this host's own clients.
+      InternalHosts = "csl:127.0.0.1,::1";
     };
   };
 

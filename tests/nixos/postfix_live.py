@@ -10,6 +10,7 @@ Debian's (installed by .ci/run); it runs as root here, as on the host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -64,12 +65,16 @@ _TEST_OVERRIDES = {
     "setgid_group": "postdrop",
     "maillog_file": "{root}/maillog",
     "maillog_file_prefixes": "{root}",
+    # The test may speak as an internet client (XCLIENT ADDR=...): every other client here is
+    # 127.0.0.1 or ::1, which the host treats as its own.
+    "smtpd_authorized_xclient_hosts": "127.0.0.1",
 }
 
 # nixpkgs 26.05 postfix.nix `services.postfix.settings.master` defaults, with chroot off (the
 # module leaves chroot at Postfix's default, no) plus postlogd for maillog_file.
 _MASTER_CF = """\
-{listen} inet n - n - - smtpd
+127.0.0.1:{port} inet n - n - - smtpd
+[::1]:{port} inet n - n - - smtpd
 pickup unix n - n 60 1 pickup
 cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
@@ -161,15 +166,16 @@ class Sink:
     messages: list[Message] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> list[Message]:
+    def find(self, fragment: bytes, timeout: float = 60.0) -> list[Message]:
+        """The messages containing `fragment`, waiting up to `timeout` for the first one."""
         deadline = time.monotonic() + timeout
         with self.arrived:
-            while len(self.messages) < count:
+            while True:
+                found = [m for m in self.messages if fragment in m.data]
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+                if found or left <= 0:
+                    return found
                 self.arrived.wait(left)
-            return list(self.messages)
 
 
 def _sink_handler(sink: Sink) -> type[socketserver.StreamRequestHandler]:
@@ -260,10 +266,19 @@ def start_postfix(
 
     Its directory is not under pytest's tmp_path: the postfix user must traverse into it.
     """
-    with tempfile.TemporaryDirectory(prefix="postfix-live-") as directory:
+    with daemon_directory("postfix-live-") as root:
+        yield from _run_postfix(module, root, overrides, mailman_data)
+
+
+@contextlib.contextmanager
+def daemon_directory(prefix: str) -> Iterator[Path]:
+    """A directory the mail daemons' users can reach and no other user can write to any part
+    of its path (OpenDKIM refuses keys and configuration below world-writable /tmp)."""
+    base = Path("/run") if os.access("/run", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=base) as directory:
         root = Path(directory)
         root.chmod(0o755)
-        yield from _run_postfix(module, root, overrides, mailman_data)
+        yield root
 
 
 def _run_postfix(
@@ -292,7 +307,7 @@ def _run_postfix(
     main["queue_directory"] = str(root / "queue")
     main["data_directory"] = str(root / "data")
     (conf / "main.cf").write_text(render_main_cf(main))
-    (conf / "master.cf").write_text(_MASTER_CF.format(listen=f"127.0.0.1:{port}"))
+    (conf / "master.cf").write_text(_MASTER_CF.format(port=port))
     # postmap/postalias read main.cf, so the maps come after it.
     _write_map(postalias, conf, conf / "aliases", module_aliases(module))
     if module.get("virtual"):
