@@ -40,6 +40,9 @@ in
       # default InternalHosts is 127.0.0.1 alone (opendkim.conf(5)), so list mail from ::1
       # left unsigned. Both loopback addresses are this host's own clients.
       InternalHosts = "csl:127.0.0.1,::1";
+      # Sign only: rspamd (spam.nix) verifies incoming mail and writes the one
+      # Authentication-Results header Mailman's ARC sealing trusts.
+      Mode = "s";
     };
   };
 

@@ -261,13 +261,14 @@ def start_postfix(
     *,
     overrides: dict[str, Any] | None = None,
     mailman_data: Path | None = None,
+    paths: dict[str, str] | None = None,
 ) -> Iterator[PostfixInstance]:
     """Runs Postfix with postfix.nix's settings until the generator is closed.
 
     Its directory is not under pytest's tmp_path: the postfix user must traverse into it.
     """
     with daemon_directory("postfix-live-") as root:
-        yield from _run_postfix(module, root, overrides, mailman_data)
+        yield from _run_postfix(module, root, overrides, mailman_data, paths or {})
 
 
 @contextlib.contextmanager
@@ -286,6 +287,7 @@ def _run_postfix(
     root: Path,
     overrides: dict[str, Any] | None,
     mailman_data: Path | None,
+    paths: dict[str, str],
 ) -> Iterator[PostfixInstance]:
     postfix, postmap, postalias = (sbin_tool(n) for n in ("postfix", "postmap", "postalias"))
     sink, server = start_sink()
@@ -293,9 +295,19 @@ def _run_postfix(
     conf.mkdir(parents=True)
     data = mailman_data or root / "mailman-data"
     main = dict(module["settings"]["main"])
+    # Host paths (Mailman's maps, milter sockets) -> where this test's daemons have them.
+    moved = {MAILMAN_DATA: str(data), **paths}
+
+    def move(text: str) -> str:
+        for host_path, test_path in moved.items():
+            text = text.replace(host_path, test_path)
+        return text
+
     for key, value in main.items():
         if isinstance(value, list):
-            main[key] = [v.replace(MAILMAN_DATA, str(data)) for v in value]
+            main[key] = [move(v) for v in value]
+        elif isinstance(value, str):
+            main[key] = move(value)
     main["alias_maps"] = [f"hash:{conf}/aliases"]
     main["alias_database"] = [f"hash:{conf}/aliases"]
     if module.get("virtual"):
