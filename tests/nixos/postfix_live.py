@@ -262,13 +262,16 @@ def start_postfix(
     overrides: dict[str, Any] | None = None,
     mailman_data: Path | None = None,
     paths: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[PostfixInstance]:
     """Runs Postfix with postfix.nix's settings until the generator is closed.
 
     Its directory is not under pytest's tmp_path: the postfix user must traverse into it.
     """
     with daemon_directory("postfix-live-") as root:
-        yield from _run_postfix(module, root, overrides, mailman_data, paths or {})
+        yield from _run_postfix(
+            module, root, overrides, mailman_data, paths or {}, port or free_port()
+        )
 
 
 @contextlib.contextmanager
@@ -288,6 +291,7 @@ def _run_postfix(
     overrides: dict[str, Any] | None,
     mailman_data: Path | None,
     paths: dict[str, str],
+    port: int,
 ) -> Iterator[PostfixInstance]:
     postfix, postmap, postalias = (sbin_tool(n) for n in ("postfix", "postmap", "postalias"))
     sink, server = start_sink()
@@ -312,7 +316,6 @@ def _run_postfix(
     main["alias_database"] = [f"hash:{conf}/aliases"]
     if module.get("virtual"):
         main["virtual_alias_maps"] = [f"hash:{conf}/virtual"]
-    port = free_port()
     fill = {"sink_port": sink.port, "root": root}
     for key, value in {**_TEST_OVERRIDES, **(overrides or {})}.items():
         main[key] = value.format(**fill) if isinstance(value, str) else value
