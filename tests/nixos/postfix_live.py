@@ -270,7 +270,12 @@ def start_postfix(
     """
     with daemon_directory("postfix-live-") as root:
         yield from _run_postfix(
-            module, root, overrides, mailman_data, paths or {}, port or free_port()
+            module,
+            root,
+            overrides=overrides,
+            mailman_data=mailman_data,
+            paths=paths or {},
+            port=port or free_port(),
         )
 
 
@@ -288,6 +293,7 @@ def daemon_directory(prefix: str) -> Iterator[Path]:
 def _run_postfix(
     module: dict[str, Any],
     root: Path,
+    *,
     overrides: dict[str, Any] | None,
     mailman_data: Path | None,
     paths: dict[str, str],
