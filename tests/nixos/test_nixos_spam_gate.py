@@ -99,7 +99,11 @@ def test_clean_mail_gets_spf_dkim_dmarc_results_under_the_hostname(postfix):
 
 @pytest.mark.nix
 def test_forged_authentication_results_are_removed(postfix):
-    forged = f"Authentication-Results: {HOST}; dmarc=pass header.from=paypal.com\r\n".encode()
+    # Two of them: every Authentication-Results the message brings goes (remove = 0).
+    forged = (
+        f"Authentication-Results: {HOST}; dmarc=pass header.from=paypal.com\r\n"
+        f"Authentication-Results: {HOST}; dkim=pass header.d=paypal.com\r\n"
+    ).encode()
     send_from_internet(postfix.port, RECIPIENT, forged + author_message(RECIPIENT, "forged"))
     message = _delivered(postfix, "forged")
     (results,) = message.get_all("Authentication-Results")
