@@ -129,6 +129,7 @@ def _normalize(
         if not isinstance(field, str):
             raise entry.error("field", field, "a setting name")
         settings[field] = _check_setting(entry, field, value)
+    settings = {**rules.DEFAULT_SETTINGS, **settings}
     # Only a missing key means "the site owner": `owners: []` or a bare `owners:` is a list
     # left without an owner by mistake, and stays an error.
     if "owners" in entry_data:

@@ -98,7 +98,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         "adminEmail",
         "email, required",
         REQUIRED,
-        "site owner, ACME account, superuser e-mail, DMARC reports",
+        "site owner, ACME account, superuser e-mail, DMARC reports; postmaster@, abuse@ and "
+        "root mail of every mail domain go here, so it must be a mailbox outside them",
         _string(),
     ),
     ConfigKey(
@@ -443,6 +444,23 @@ def _email(key: str, value: object) -> str:
     return f"{local}@{domain.lower()}"
 
 
+def _admin_outside(admin_email: str, local_domains: tuple[str, ...]) -> None:
+    """adminEmail must be a mailbox elsewhere: this host keeps no mailboxes.
+
+    postfix.nix aliases postmaster@, abuse@ and root of every local domain to adminEmail; an
+    address of a local domain would loop back or end in root's unread local mailbox.
+    """
+    domain = admin_email.rpartition("@")[2]
+    if domain in local_domains:
+        names = ", ".join(sorted(set(local_domains)))
+        fail(
+            "adminEmail",
+            admin_email,
+            f"a mailbox outside this host's mail domains ({names}): the host keeps no "
+            "mailboxes, so mail to it would never reach a human",
+        )
+
+
 def _string_list(reader: _Reader, key: str, expected: str) -> list[Any] | None:
     value = reader.structured(key, expected)
     if value is None:
@@ -583,6 +601,7 @@ def _names(reader: _Reader) -> dict[str, Any]:
         if duplicates:
             fail("mailDomains", duplicates[0], "listed once (it appears twice)")
 
+    _admin_outside(admin_email, (*mail_domains, hostname))
     zone_raw = reader.raw("dnsZone")
     dns_zone = None if zone_raw is None else _domain("dnsZone", zone_raw, "a DNS zone name")
     if dns_zone is not None:

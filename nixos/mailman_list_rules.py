@@ -23,6 +23,15 @@ class RuleError(ValueError):
 STYLES = ("legacy-default", "legacy-announce", "private-default")
 DEFAULT_STYLE = "legacy-default"
 
+#: Settings a list gets when its entry does not name them. Mailman's styles leave
+#: dmarc_mitigate_action at no_mitigation (styles/base.py), so a post from a p=reject or
+#: p=quarantine domain fails DMARC at every receiver that checks it (Gmail, Outlook). With
+#: munge_from, core's dmarc-mitigation rule looks up the author domain's policy
+#: (rules/dmarc.py) and only for those posts puts the list in From: and the author in Reply-To
+#: (handlers/dmarc.py); posts from other domains keep their From. An entry that names the
+#: setting (no_mitigation included) keeps its own value.
+DEFAULT_SETTINGS: dict[str, object] = {"dmarc_mitigate_action": "munge_from"}
+
 # --- addresses ------------------------------------------------------------------------------
 
 # email/validate.py:32 and :36, the characters Mailman allows in a local part and a domain

@@ -7,23 +7,31 @@ let
   host = deployment.hostname;
   certDir = config.security.acme.certs.${host}.directory;
   mailmanData = "/var/lib/mailman/data";
-  adminDomain = lib.last (lib.splitString "@" deployment.adminEmail);
-  # root's mail goes to the site owner unless that address is delivered on this host, where the
-  # alias would loop (root -> postmaster@local -> root).
-  adminIsLocal = builtins.elem adminDomain (deployment.mailDomains ++ [ host ]);
+  rspamdMilter = "unix:/run/rspamd/rspamd-milter.sock";
+  dkimMilter = "unix:/run/opendkim/opendkim.sock";
+  # RFC 5321 (postmaster) and RFC 2142 (abuse): these mailboxes of every domain we receive
+  # mail for must reach a human. The host keeps no mailboxes, so they go to adminEmail, which
+  # settings validation (components/settings.py, _admin_outside) keeps outside these domains.
+  # nixpkgs 26.05 postfix.nix: a non-empty `virtual` becomes /etc/postfix/virtual (postmap'd by
+  # postfix-setup) and virtual_alias_maps = [ "hash:/etc/postfix/virtual" ].
+  humanMailboxes = lib.concatMapStrings (
+    domain: "postmaster@${domain} ${deployment.adminEmail}\nabuse@${domain} ${deployment.adminEmail}\n"
+  ) (lib.unique (deployment.mailDomains ++ [ host ]));
 in
 {
   services.postfix = {
     enable = true;
+    # postmaster and root without a domain (local bounces, cron) end at adminEmail too.
     postmasterAlias = "root";
-    rootAlias = lib.mkIf (!adminIsLocal) deployment.adminEmail;
+    rootAlias = deployment.adminEmail;
+    virtual = humanMailboxes;
 
     settings.main = {
       # The PTR name of both addresses: what remote servers check our HELO against.
       myhostname = host;
-      # postmaster@ and abuse@ of every list domain must reach a human (RFC 5321); list
-      # addresses of these domains are found through Mailman's maps below, as in nixpkgs'
-      # own mailman test.
+      # The mail domains are local (postmaster@/abuse@ reach adminEmail through `virtual`
+      # above); list addresses of these domains are found through Mailman's maps below, as in
+      # nixpkgs' own mailman test.
       mydestination = [
         "$myhostname"
         "localhost"
@@ -78,9 +86,17 @@ in
       # 25 MB: lists set their own, smaller max_message_size in Mailman.
       message_size_limit = 26214400;
 
-      # DKIM signing for every mail domain (dkim.nix); mail flows on if the milter is down.
-      smtpd_milters = [ "unix:/run/opendkim/opendkim.sock" ];
-      non_smtpd_milters = [ "unix:/run/opendkim/opendkim.sock" ];
+      # Mail from the internet: rspamd's spam gate (spam.nix; socket of the nixpkgs module's
+      # rspamd_proxy worker), then OpenDKIM (dkim.nix: verifies nothing, signs only this host's
+      # own mail). Mail from this host (Mailman's list traffic on 127.0.0.1/::1, Django) is
+      # signed, not scanned again: smtpd_milter_maps (Postfix >= 3.2) replaces the milter list
+      # per client address. Mail flows on if a milter is down.
+      smtpd_milters = [
+        rspamdMilter
+        dkimMilter
+      ];
+      smtpd_milter_maps = [ "inline:{ 127.0.0.1=${dkimMilter}, ::1=${dkimMilter} }" ];
+      non_smtpd_milters = [ dkimMilter ];
       milter_default_action = "accept";
     };
   };

@@ -8,6 +8,7 @@
     ./mailman.nix
     ./postfix.nix
     ./dkim.nix
+    ./spam.nix
     ./web.nix
     ./hardening.nix
     ./backup.nix

@@ -440,7 +440,7 @@ def _scenarios() -> tuple[Scenario, ...]:
 
     return (
         change("hostname", "`lists.example.org` → `mail.example.org`", "mail.example.org"),
-        change("adminEmail", "another address", "lists-admin@example.org"),
+        change("adminEmail", "another address", "lists-admin@example.net"),
         change(
             "mailDomains",
             "add `news.example.org`",

@@ -4,9 +4,10 @@
 #
 # Boots site.nix (everything but the Hetzner machine) with ./deployment.json, then creates a
 # domain and a list, delivers one message through Postfix to the list and back out to a
-# subscriber (DKIM-signed), fetches Postorius and HyperKitty through nginx over HTTPS, reads the
-# MTA-STS policy from its own host, runs the host commands the deploy chain relies on, and the
-# daily status report twice (it mails once).
+# subscriber (DKIM-signed and ARC-sealed), checks that postmaster@/abuse@ reach adminEmail and
+# that rspamd refuses GTUBE from a non-local client during SMTP, fetches Postorius and HyperKitty
+# through nginx over HTTPS, reads the MTA-STS policy from its own host, runs the host commands the
+# deploy chain relies on, and the daily status report twice (it mails once).
 # nixpkgs is the repository's pin (components/nixpkgs-pin.json), fetched by ../nixpkgs.nix exactly
 # as the host fetches it, so the test builds what production builds; --arg nixpkgs <path> uses a
 # checkout instead.
@@ -43,10 +44,12 @@ pkgs.testers.runNixOSTest {
         before = [
           "mailman-settings.service"
           "opendkim.service"
+          "mailman-site-arc-key.service"
         ];
         requiredBy = [
           "mailman-settings.service"
           "opendkim.service"
+          "mailman-site-arc-key.service"
         ];
         path = [ pkgs.openssl ];
         serviceConfig = {
@@ -87,7 +90,7 @@ pkgs.testers.runNixOSTest {
 
     machine.wait_for_unit("multi-user.target")
     for unit in ["postgresql.target", "mailman.service", "mailman-uwsgi.service",
-                 "postfix.service", "opendkim.service", "nginx.service"]:
+                 "postfix.service", "opendkim.service", "rspamd.service", "nginx.service"]:
         machine.wait_for_unit(unit)
     with machine.nested("waiting for the Mailman REST API"):
         retry(api_up)
@@ -123,6 +126,27 @@ pkgs.testers.runNixOSTest {
         message = machine.succeed("cat $(grep -l 'hello from the vm' /var/spool/mail/alice/new/*)")
         assert "List-Id: <test.example.org>" in message, message
         assert "DKIM-Signature:" in message and "d=example.org" in message and "s=mailman" in message, message
+        # Mailman's [ARC] sealed it with the same key (dkim.nix).
+        assert "ARC-Seal: i=1;" in message and "ARC-Message-Signature: i=1;" in message, message
+
+    with subtest("postmaster@ and abuse@ reach adminEmail"):
+        for address in ["postmaster@example.org", "abuse@example.org", f"abuse@{host}"]:
+            target = machine.succeed(f"postmap -q {address} $(postconf -h virtual_alias_maps)")
+            assert target.strip() == "${deployment.adminEmail}", (address, target)
+
+    with subtest("the spam gate refuses GTUBE from a non-local client during SMTP"):
+        # Mail from 127.0.0.1/::1 is this host's own (not scanned); the VM's eth1 address is not.
+        address = machine.succeed("ip -4 -o addr show eth1 | awk '{print $4}' | cut -d/ -f1").strip()
+        gtube = "XJS*C4JDBQADN1.NSBN3*2IDNEN*" + "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+        machine.succeed(
+            "printf 'From: bob@example.net\\r\\nTo: test@example.org\\r\\n"
+            f"Subject: spam\\r\\n\\r\\n{gtube}\\r\\n' > /tmp/spam"
+        )
+        result = machine.fail(
+            f"curl -v -sS smtp://{address}:25 --mail-from bob@example.net"
+            " --mail-rcpt test@example.org --upload-file /tmp/spam 2>&1"
+        )
+        assert "554" in result, result
 
     with subtest("Postorius and HyperKitty through nginx"):
         machine.succeed(f"curl --fail -sS -k {https}/postorius/lists/ >/dev/null")

@@ -9,6 +9,8 @@ BASE = {"hostname": "lists.example.org", "adminEmail": "postmaster@example.org"}
 # A managed zone with two mail domains, operator keys, restricted SSH, every secret set.
 ZONED = {
     **BASE,
+    # adminEmail must be a mailbox outside the mail domains (settings._admin_outside).
+    "adminEmail": "ops@example.net",
     "dnsZone": "example.org",
     "mailDomains": ["example.org", "lists.example.org"],
     "sshPublicKeys": [OPERATOR_ED25519_PUBLIC + " alice@laptop"],

@@ -126,7 +126,7 @@ def test_list_names_that_mailman_routes_as_a_sub_address_are_errors(name):
     )
 
 
-def test_normalized_form_has_only_the_settings_the_file_mentions():
+def test_normalized_form_has_only_the_settings_the_file_mentions_and_the_dmarc_default():
     (entry,) = _parse(
         "lists:\n"
         "  - address: News@Example.org\n"
@@ -144,6 +144,7 @@ def test_normalized_form_has_only_the_settings_the_file_mentions():
         "moderators": [],
         "settings": {
             "display_name": "News",
+            "dmarc_mitigate_action": "munge_from",
             "max_message_size": 200,
             "subscription_policy": "moderate",
         },
@@ -153,7 +154,7 @@ def test_normalized_form_has_only_the_settings_the_file_mentions():
 def test_style_defaults_to_legacy_default():
     (entry,) = _parse("lists:\n  - address: a\n")
     assert entry["style"] == "legacy-default"
-    assert entry["settings"] == {}
+    assert entry["settings"] == {"dmarc_mitigate_action": "munge_from"}
 
 
 def test_lists_are_sorted_by_address():
@@ -336,3 +337,14 @@ def test_preview_and_reconcile_share_one_definition_of_the_rules():
     # imports from its own directory.
     assert Path(lists.rules.__file__).resolve() == REPO / "nixos" / "mailman_list_rules.py"
     assert sys.modules["mailman_list_rules"] is lists.rules
+
+
+def test_a_list_that_does_not_name_dmarc_mitigation_munges_from():
+    (entry,) = _parse("lists:\n  - address: team\n")
+    assert entry["settings"] == {"dmarc_mitigate_action": "munge_from"}
+
+
+@pytest.mark.parametrize("action", ["no_mitigation", "wrap_message", "reject"])
+def test_a_list_that_names_dmarc_mitigation_keeps_it(action):
+    (entry,) = _parse(f"lists:\n  - address: team\n    dmarc_mitigate_action: {action}\n")
+    assert entry["settings"]["dmarc_mitigate_action"] == action

@@ -38,6 +38,14 @@ BAD_INPUTS = [
     ({"adminEmail": "a@b@example.org"}, (), "adminEmail", "e-mail address"),
     # Accepted by RFC 5322 but not by Mailman (it becomes the superuser and default list owner).
     ({"adminEmail": "a|b@example.org"}, (), "adminEmail", "e-mail address"),
+    # The host keeps no mailboxes: postmaster@/abuse@/root of these domains alias to adminEmail.
+    ({"adminEmail": "ops@lists.example.org"}, (), "adminEmail", "outside this host's mail"),
+    (
+        {"adminEmail": "postmaster@example.org", "mailDomains": ["example.org"]},
+        (),
+        "adminEmail",
+        "mailbox outside this host's mail domains (example.org, lists.example.org)",
+    ),
     ({"mailDomains": "example.org"}, (), "mailDomains", "list of domain names"),
     ({"mailDomains": ["example.org", "example.org"]}, (), "mailDomains", "listed once"),
     ({"mailDomains": ["exa mple.org"]}, (), "mailDomains", "fully qualified domain name"),
@@ -197,7 +205,7 @@ def test_lists_file_errors_name_file_list_and_field(tmp_path):
         (
             {
                 "hostname": "mail.example.net",
-                "adminEmail": "ops@example.net",
+                "adminEmail": "ops@example.com",
                 "mailDomains": ["example.net", "mail.example.net"],
             },
             ["announce@example.net", "discuss@example.net"],

@@ -39,6 +39,7 @@ VARIANTS = {
     "three-domains-no-zone": (
         {
             **BASE,
+            "adminEmail": "ops@example.com",
             "mailDomains": ["example.org", "example.net", "lists.example.org"],
             "dmarcPolicy": "reject",
         },

@@ -50,7 +50,7 @@ def test_production_document_becomes_these_values(evaluate) -> None:
         "hostname": "lists.example.org",
         "hostName": "lists",
         "domain": "example.org",
-        "adminEmail": "postmaster@example.org",
+        "adminEmail": "ops@example.net",
         "mailDomains": ["example.org", "lists.example.org"],
         "primaryMailDomain": "example.org",
         "nixosRelease": "nixos-26.05",

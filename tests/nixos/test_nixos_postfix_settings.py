@@ -14,29 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nixos_support import DOCUMENTS, NIXOS, evaluate_json
-
-# The lib functions postfix.nix calls, with nixpkgs' meaning (lib/lists.nix, lib/strings.nix,
-# lib/modules.nix); mkIf stays a marker, as the module system would see it.
-_EXPRESSION = """
-let
-  deployment = import {nixos}/deployment.nix {{ documentPath = {document}; }};
-  lib = {{
-    last = l: builtins.elemAt l (builtins.length l - 1);
-    splitString = sep: s: builtins.filter builtins.isString (builtins.split sep s);
-    mkIf = condition: content: {{ _type = "if"; inherit condition content; }};
-  }};
-  config.security.acme.certs.${{deployment.hostname}}.directory =
-    "/var/lib/acme/${{deployment.hostname}}";
-in
-(import {nixos}/postfix.nix {{ inherit config lib deployment; }}).services.postfix.settings.main
-"""
+from nixos_support import DOCUMENTS
+from postfix_live import postfix_module, render_main_cf
 
 
 @pytest.fixture(scope="module")
 def main_cf(nix_instantiate: str) -> dict[str, Any]:
-    expression = _EXPRESSION.format(nixos=NIXOS, document=DOCUMENTS / "production.json")
-    settings: dict[str, Any] = evaluate_json(nix_instantiate, "--expr", expression)
+    settings: dict[str, Any] = postfix_module(nix_instantiate, DOCUMENTS / "production.json")[
+        "settings"
+    ]["main"]
     return settings
 
 
@@ -84,19 +70,6 @@ def test_typed_main_cf_options_have_their_26_05_types(main_cf):
     assert main_cf["smtpd_tls_security_level"] in {"none", "may", "encrypt"}
 
 
-def _rendered(settings: dict[str, Any]) -> str:
-    """main.cf the way postfix.nix 26.05 writes it (mkVal: lists comma-separated, yes/no)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, list):
-            return "\n  " + ",\n  ".join(v)
-        if isinstance(v, bool):
-            return " yes" if v else " no"
-        return f" {v}"
-
-    return "\n".join(f"{name} ={value(v)}" for name, v in settings.items() if v is not None) + "\n"
-
-
 def _postconf() -> str:
     path = shutil.which("postconf", path=os.environ.get("PATH", "") + ":/usr/sbin")
     if path is None:
@@ -109,7 +82,7 @@ def _postconf() -> str:
 
 @pytest.mark.nix
 def test_every_main_cf_parameter_is_one_postfix_knows(main_cf, tmp_path: Path):
-    (tmp_path / "main.cf").write_text(_rendered(main_cf))
+    (tmp_path / "main.cf").write_text(render_main_cf(main_cf))
     (tmp_path / "master.cf").write_text("")
     names = sorted(main_cf)
     result = subprocess.run(

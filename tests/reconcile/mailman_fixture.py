@@ -251,6 +251,12 @@ class MailmanSite:
     database: str = "sqlite"
     # What the host configures (nixos/reconcile.nix); "mailman.mta.postfix.LMTP" is stock core.
     mta_class: str = "mailman_deferred_mta.DeferredLMTP"
+    #: Where core submits outgoing mail (host, port); None: a port nothing listens on.
+    smtp: tuple[str, int] | None = None
+    #: Sections appended to mailman.cfg (the mail-path tests: [ARC], [antispam] from Nix).
+    extra_config: str = ""
+    #: Directories put in front of core's PYTHONPATH (the mail-path tests' resolver setting).
+    extra_pythonpath: tuple[str, ...] = ()
     _web: subprocess.Popen[bytes] | None = None
     _postgres: PostgresServer | None = None
 
@@ -323,8 +329,8 @@ class MailmanSite:
             outgoing: mailman.mta.deliver.deliver
             lmtp_host: 127.0.0.1
             lmtp_port: {self.lmtp_port}
-            smtp_host: 127.0.0.1
-            smtp_port: {free_port()}
+            smtp_host: {self.smtp[0] if self.smtp else "127.0.0.1"}
+            smtp_port: {self.smtp[1] if self.smtp else free_port()}
             configuration: {self.directory / "postfix.cfg"}
 
             [logging.gunicorn]
@@ -346,6 +352,9 @@ class MailmanSite:
         else:
             web_database = _sqlite_database(self.web_db)
             shutil.copyfile(self.env.empty_web_db, self.web_db)
+        if self.extra_config:
+            with self.core_cfg.open("a") as cfg:
+                cfg.write("\n" + self.extra_config)
         (self.directory / "settings.py").write_text(_web_settings(
             self.directory, static_root=self.env.static_root, database=web_database,
             web_port=self.web_port, rest_port=self.rest_port, rest_pass=self.rest_pass,
@@ -407,7 +416,7 @@ class MailmanSite:
         env["MAILMAN_CONFIG_FILE"] = str(self.core_cfg)
         # Core imports its MTA class (nixos/mailman_deferred_mta.py) from here, as the host's
         # core environment has it installed (nixos/reconcile.nix).
-        env["PYTHONPATH"] = str(NIXOS_DIR)
+        env["PYTHONPATH"] = os.pathsep.join([*self.extra_pythonpath, str(NIXOS_DIR)])
         return env
 
     def wait_ready(self) -> None:

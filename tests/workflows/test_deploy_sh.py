@@ -195,8 +195,10 @@ def test_an_existing_stack_is_selected_not_created_again(tmp_path) -> None:
 
 
 def test_mail_domains_are_written_as_a_list(tmp_path) -> None:
+    # adminEmail must be a mailbox outside the mail domains (settings._admin_outside).
+    site = ["--hostname", "lists.example.org", "--admin-email", "you@example.com"]
     _, calls = run_deploy(
-        tmp_path, *QUICK_START, "--mail-domain", "example.org", "--mail-domain", "example.net"
+        tmp_path, *site, "--mail-domain", "example.org", "--mail-domain", "example.net"
     )
 
     sets = [a[-3:] for a in argvs(calls) if "--path" in a and "mailDomains" in a[-2]]
@@ -268,7 +270,9 @@ def test_deploy_sh_is_shellcheck_clean() -> None:
 
 
 def test_any_site_uses_the_shipped_lists_yaml_as_it_is(tmp_path) -> None:
-    result, calls = run_deploy(tmp_path, *OTHER_SITE, "--mail-domain", "example.net")
+    # adminEmail must be a mailbox outside the mail domains (settings._admin_outside).
+    other_admin = ["--hostname", "lists.example.net", "--admin-email", "you@example.com"]
+    result, calls = run_deploy(tmp_path, *other_admin, "--mail-domain", "example.net")
 
     assert result.returncode == 0, result.stderr
     assert not [a for a in argvs(calls) if "mailman:lists" in a]
@@ -392,3 +396,11 @@ def test_a_rerun_keeps_the_operator_keys_the_stack_already_has(tmp_path) -> None
 
     assert result.returncode == 0, result.stderr
     assert not [c for c in argvs(calls) if any("sshPublicKeys" in a for a in c)]
+
+
+def test_an_admin_email_inside_the_mail_domains_is_refused_before_any_change(tmp_path) -> None:
+    result, calls = run_deploy(tmp_path, *QUICK_START, "--mail-domain", "example.org")
+
+    assert result.returncode != 0
+    assert "mailman:adminEmail" in result.stderr and "outside" in result.stderr
+    assert not [a for a in argvs(calls) if a[:1] == ["up"]]

@@ -82,3 +82,12 @@ def test_the_deployment_document_is_a_plain_input(preview) -> None:
     plain = plain_inputs(preview)
 
     assert any('"nixosRelease": "nixos-26.05"' in text for text in plain)
+
+
+def test_the_dmarc_default_shows_for_lists_that_do_not_name_it(preview) -> None:
+    # lists.yaml's discuss list leaves dmarc_mitigate_action out; the preview shows what it gets.
+    entries = yaml.safe_load(LISTS_FILE.read_text(encoding="utf-8"))["lists"]
+    plain = "\n".join(plain_inputs(preview))
+
+    assert [e for e in entries if "dmarc_mitigate_action" not in e]
+    assert plain.count("dmarc_mitigate_action: munge_from") == len(entries)
