@@ -248,6 +248,11 @@ class MailmanSite:
     database: str = "sqlite"
     # What the host configures (nixos/reconcile.nix); "mailman.mta.postfix.LMTP" is stock core.
     mta_class: str = "mailman_deferred_mta.DeferredLMTP"
+    # `[mta] outgoing`: stock core's, or the host's (nixos/mailman_one_click_mta.py).
+    outgoing: str = "mailman.mta.deliver.deliver"
+    smtp_port: int = field(default_factory=free_port)
+    # More environment for core (the host sets it on mailman.service, nixos/one-click.nix).
+    core_extra_env: dict[str, str] = field(default_factory=dict)
     _web: subprocess.Popen[bytes] | None = None
     _postgres: PostgresServer | None = None
 
@@ -317,11 +322,11 @@ class MailmanSite:
 
             [mta]
             incoming: {self.mta_class}
-            outgoing: mailman.mta.deliver.deliver
+            outgoing: {self.outgoing}
             lmtp_host: 127.0.0.1
             lmtp_port: {self.lmtp_port}
             smtp_host: 127.0.0.1
-            smtp_port: {free_port()}
+            smtp_port: {self.smtp_port}
             configuration: {self.directory / "postfix.cfg"}
 
             [logging.gunicorn]
@@ -396,6 +401,7 @@ class MailmanSite:
         # Core imports its MTA class (nixos/mailman_deferred_mta.py) from here, as the host's
         # core environment has it installed (nixos/reconcile.nix).
         env["PYTHONPATH"] = str(NIXOS_DIR)
+        env.update(self.core_extra_env)
         return env
 
     def wait_ready(self) -> None:
@@ -541,6 +547,48 @@ class MailmanSite:
             time.sleep(0.02)
         process.wait()
         return seen
+
+
+@dataclass
+class SmtpSink:
+    """tests/reconcile/smtp_sink.py on 127.0.0.1:`port`: what core sends, one file a message."""
+
+    env: MailmanEnv
+    directory: Path
+    port: int = field(default_factory=free_port)
+    _process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [str(self.env.python), str(Path(__file__).with_name("smtp_sink.py")), str(self.port),
+             str(self.directory)], stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the SMTP sink did not start")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(path.read_text(encoding="utf-8"))
+                for path in sorted(self.directory.glob("*.json"))]
+
+    def wait_for(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """At least `count` messages, or an error naming how many came."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages()
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"the SMTP sink got {len(self.messages())} messages, not {count}")
+
+    def clear(self) -> None:
+        for path in self.directory.glob("*.json"):
+            path.unlink()
 
 
 def dump_database(path: Path) -> list[str]:
