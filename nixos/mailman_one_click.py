@@ -52,6 +52,11 @@ POST_HEADER_VALUE = "List-Unsubscribe=One-Click"
 POST_FIELD = ("List-Unsubscribe", "One-Click")
 # Where the link points under the site's host; nginx routes this prefix to the service.
 PATH_PREFIX = "/one-click/"
+# Core's side: `[mta] outgoing` (nixos/one-click.nix) and its settings file in core's etc_dir,
+# {"base_url", "key_file", "switches_file"}; the reconcile checks the first and writes the lists
+# that turn one-click off into the switches file, as {"off": [list addresses]}.
+OUTGOING = "mailman_one_click_mta.deliver"
+SETTINGS_FILE = "mailman-one-click.json"
 # A form-urlencoded body is 26 bytes, a browser's or mail provider's multipart one ~200.
 MAX_BODY = 1024
 # systemd credentials (LoadCredential=) of the units that sign or verify: never argv or the store.
@@ -77,6 +82,18 @@ def read_key(path: Path) -> bytes:
     if len(key) < KEY_MIN_LENGTH:
         raise KeyFileError(f"the one-click key {path} is shorter than {KEY_MIN_LENGTH} bytes")
     return key
+
+
+def switches_text(off: Iterable[str]) -> str:
+    """The switches file: the addresses of the lists whose `one_click_unsubscribe` is false."""
+    return json.dumps({"off": sorted(off)}, indent=1) + "\n"
+
+
+def switched_off(text: str, fqdn_listname: str) -> bool:
+    off = json.loads(text)["off"]
+    if not isinstance(off, list):
+        raise ValueError("`off` is not a list")
+    return fqdn_listname in off
 
 
 def _mac(key: bytes, list_id: str, member_id: UUID) -> bytes:

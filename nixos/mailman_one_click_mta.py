@@ -29,10 +29,10 @@ The two headers: `List-Unsubscribe: <https://HOSTNAME/one-click/...>, <mailto:LI
 
 Configuration: core's master starts each runner with only a few environment variables
 (PRESERVE_ENVS, mailman/bin/master.py:49-75 and :376-379), so nothing comes from the environment.
-SETTINGS_FILE in core's etc_dir (/etc with the NixOS module's `fhs` layout, mailman/config/
-mailman.cfg:34-43; `$var_dir/etc` by default, config/schema.cfg:220) names the link's base URL,
-the key file (the systemd credential of mailman.service) and the switches file (written by the
-reconcile: the lists whose `one_click_unsubscribe` is false).
+mailman_one_click.SETTINGS_FILE in core's etc_dir (/etc with the NixOS module's `fhs` layout,
+mailman/config/mailman.cfg:34-43; `$var_dir/etc` by default, config/schema.cfg:220) names the
+link's base URL, the key file (the systemd credential of mailman.service) and the switches file
+(written by the reconcile: the lists whose `one_click_unsubscribe` is false).
 
 Installed into core's Python environment by nixos/core-python-modules.nix; written for Mailman
 3.3.10.
@@ -62,10 +62,6 @@ from mailman.mta.decorating import DecoratingMixin
 from mailman.mta.verp import VERPMixin
 from mailman.utilities.string import expand
 
-SETTINGS_FILE = "mailman-one-click.json"
-# This module's `deliver`, as `[mta] outgoing` names it (nixos/one-click.nix, tests).
-OUTGOING = "mailman_one_click_mta.deliver"
-
 log = logging.getLogger("mailman.smtp")
 error_log = logging.getLogger("mailman.error")
 
@@ -94,7 +90,7 @@ class Settings:
 
     @classmethod
     def load(cls) -> Settings | None:
-        path = Path(config.ETC_DIR) / SETTINGS_FILE
+        path = Path(config.ETC_DIR) / one_click.SETTINGS_FILE
         try:
             return cls(path)
         except (OSError, ValueError, KeyError, TypeError, one_click.KeyFileError) as error:
@@ -108,14 +104,14 @@ class Settings:
         and an error in core's log.
         """
         try:
-            off = json.loads(self.switches_file.read_text(encoding="utf-8"))["off"]
+            return one_click.switched_off(self.switches_file.read_text(encoding="utf-8"),
+                                          fqdn_listname)
         except FileNotFoundError:
             return False
         except (OSError, ValueError, KeyError, TypeError) as error:
             error_log.error("one-click: %s unreadable (%s); one-click stays on",
                             self.switches_file, error)
             return False
-        return isinstance(off, list) and fqdn_listname in off
 
 
 class Links:
