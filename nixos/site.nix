@@ -13,7 +13,9 @@
     ./backup.nix
     ./health.nix
     ./reconcile.nix
+    ./core-python-modules.nix
     ./deferred-postfix-maps.nix
+    ./one-click.nix
   ];
 
   assertions = [

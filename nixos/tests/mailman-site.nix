@@ -28,17 +28,19 @@ pkgs.testers.runNixOSTest {
       virtualisation.memorySize = 3072;
       virtualisation.diskSize = 4096;
 
-      # What the deploy chain writes before nixos-rebuild: the REST password and the DKIM key,
-      # root-only under /var/lib/mailman-site/secrets.
+      # What the deploy chain writes before nixos-rebuild: the REST password, the DKIM key and the
+      # one-click key, root-only under /var/lib/mailman-site/secrets.
       systemd.services.test-secrets = {
         wantedBy = [ "multi-user.target" ];
         before = [
           "mailman-settings.service"
           "opendkim.service"
+          "mailman-one-click.service"
         ];
         requiredBy = [
           "mailman-settings.service"
           "opendkim.service"
+          "mailman-one-click.service"
         ];
         path = [ pkgs.openssl ];
         serviceConfig = {
@@ -50,6 +52,7 @@ pkgs.testers.runNixOSTest {
           cd /var/lib/mailman-site/secrets || exit 1
           [ -e rest-api-password ] || (umask 077; openssl rand -hex 24 > rest-api-password)
           [ -e dkim-private-key.pem ] || (umask 077; openssl genrsa -out dkim-private-key.pem 2048)
+          [ -e one-click-key ] || (umask 077; openssl rand -hex 32 > one-click-key)
         '';
       };
 
