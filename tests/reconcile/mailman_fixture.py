@@ -251,8 +251,9 @@ class MailmanSite:
     # `[mta] outgoing`: stock core's, or the host's (nixos/mailman_one_click_mta.py).
     outgoing: str = "mailman.mta.deliver.deliver"
     smtp_port: int = field(default_factory=free_port)
-    # More environment for core (the host sets it on mailman.service, nixos/one-click.nix).
-    core_extra_env: dict[str, str] = field(default_factory=dict)
+    # The one-click delivery's settings file in core's etc_dir ($var_dir/etc here, /etc on the
+    # host: nixos/one-click.nix), e.g. {"base_url", "key_file", "switches_file"}; None: none.
+    one_click_settings: dict[str, str] | None = None
     _web: subprocess.Popen[bytes] | None = None
     _postgres: PostgresServer | None = None
 
@@ -295,6 +296,11 @@ class MailmanSite:
     # --- configuration ------------------------------------------------------------------
     def write_config(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
+        if self.one_click_settings is not None:
+            # Core's etc_dir with the test layout: `$var_dir/etc` (mailman/config/schema.cfg:220).
+            (self.var_dir / "etc").mkdir(exist_ok=True)
+            (self.var_dir / "etc" / "mailman-one-click.json").write_text(
+                json.dumps(self.one_click_settings))
         # postmap reads main.cf from its config directory; an empty one in the site keeps it
         # away from the machine's /etc/postfix (which may not exist).
         postfix_dir = self.directory / "postfix"
@@ -401,7 +407,6 @@ class MailmanSite:
         # Core imports its MTA class (nixos/mailman_deferred_mta.py) from here, as the host's
         # core environment has it installed (nixos/reconcile.nix).
         env["PYTHONPATH"] = str(NIXOS_DIR)
-        env.update(self.core_extra_env)
         return env
 
     def wait_ready(self) -> None:
