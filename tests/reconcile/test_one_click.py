@@ -95,16 +95,20 @@ class OneClickSite:
         message.set_content("Hello members.\n")
         with smtplib.LMTP("127.0.0.1", self.site.lmtp_port) as lmtp:
             lmtp.send_message(message)
+        return self.wait(tag, count, to)
+
+    def wait(self, tag: str, count: int, to: str | None = None) -> list[dict[str, Any]]:
+        """The `count` messages in the sink whose text has `tag` (and, if given, only `to`)."""
+        def found() -> list[dict[str, Any]]:
+            return [m for m in self.sink.messages()
+                    if tag in m["data"] and (to is None or m["to"] == [to])]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            found = [m for m in self.sink.messages()
-                     if tag in m["data"] and (to is None or m["to"] == [to])]
-            if len(found) >= count:
+            if len(found()) >= count:
                 time.sleep(0.5)  # and no more than that
-                return [m for m in self.sink.messages()
-                        if tag in m["data"] and (to is None or m["to"] == [to])]
+                return found()
             time.sleep(0.05)
-        raise AssertionError(f"{len(found)} messages carry the post, not {count}")
+        raise AssertionError(f"{len(found())} messages carry {tag!r}, not {count}")
 
     def local(self, url: str) -> str:
         """The link as nginx hands it to the service: same path, on the service's address."""
@@ -384,3 +388,32 @@ def test_owner_and_moderator_mail_gets_no_link(oc: OneClickSite) -> None:
         message = email.message_from_string(copy_["data"])
         assert message["List-Unsubscribe-Post"] is None
         assert BASE_URL not in copy_["data"]
+
+
+def test_an_approved_held_post_gets_the_links(oc: OneClickSite) -> None:
+    """Core keeps a held post's metadata (to_list) when a moderator approves it
+    (mailman/app/moderator.py:140-159)."""
+    held = oc.site.rest("lists/news.example.org/held")["entries"][0]
+    oc.site.rest(f"lists/news.example.org/held/{held['request_id']}", {"action": "accept"})
+    (copy_,) = oc.wait(held["subject"], 1, to=MEMBERS[0])
+    message = email.message_from_string(copy_["data"])
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    path = link_of(message).removeprefix(f"https://{HOST}")
+    assert one_click.verify(oc.key, path) == (
+        "news.example.org", _uuid(oc.members("news.example.org")[MEMBERS[0]]))
+
+
+def test_a_digest_carries_the_members_link(oc: OneClickSite) -> None:
+    reader = "dora@example.com"
+    oc.site.rest("members", {"list_id": "news.example.org", "subscriber": reader,
+                             "delivery_mode": "mime_digests", "pre_verified": "true",
+                             "pre_confirmed": "true", "pre_approved": "true",
+                             "send_welcome_message": "false"})
+    oc.post("news@example.org", count=1, to=MEMBERS[0])
+    oc.site.rest("lists/news.example.org/digest", {"send": "true"})
+    (digest,) = oc.wait("Digest", 1, to=reader)
+    message = email.message_from_string(digest["data"])
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    path = link_of(message).removeprefix(f"https://{HOST}")
+    assert one_click.verify(oc.key, path) == (
+        "news.example.org", _uuid(oc.members("news.example.org")[reader]))
