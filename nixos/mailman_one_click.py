@@ -169,17 +169,18 @@ class Core:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self.auth = f"Basic {token}"
 
-    def request(self, method: str, path: str, data: dict[str, str] | None = None) -> int:
+    def request(self, method: str, path: str, data: dict[str, str] | None = None,
+                ) -> tuple[int, Any]:
+        """(status, decoded JSON body or None); one call per request thread, nothing shared."""
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         request = urllib.request.Request(f"{self.url}/3.1/{path}", data=body,  # noqa: S310
                                          method=method)
         request.add_header("Authorization", self.auth)
         try:
             with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
-                self.last: Any = json.loads(response.read() or b"null")
-                return int(response.status)
+                return int(response.status), json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
-            return int(error.code)
+            return int(error.code), None
         except (OSError, ValueError) as error:
             raise CoreError(f"core REST API: {error}") from None
 
@@ -192,16 +193,15 @@ class Core:
         link is the member's confirmation, and RFC 8058 asks for the removal to happen, so a
         list's "moderate" unsubscription policy does not hold it (docs: turn one-click off).
         """
-        status = self.request("GET", f"members/{member_id.hex}")
+        status, member = self.request("GET", f"members/{member_id.hex}")
         if status == 404:
             return False
-        if status != 200:
+        if status != 200 or not isinstance(member, dict):
             raise CoreError(f"core answered {status} to a member lookup")
-        member = self.last if isinstance(self.last, dict) else {}
         if member.get("list_id") != list_id or member.get("role") != "member":
             return False  # a valid MAC cannot name these; nothing of ours to remove
-        status = self.request("DELETE", f"members/{member_id.hex}",
-                              {"pre_confirmed": "true", "pre_approved": "true"})
+        status, _ = self.request("DELETE", f"members/{member_id.hex}",
+                                 {"pre_confirmed": "true", "pre_approved": "true"})
         if status == 404:
             return False
         if status not in (200, 202, 204):
