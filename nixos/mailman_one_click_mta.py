@@ -8,11 +8,13 @@ called at :111). The stock function, `mailman.mta.deliver.deliver`, sends one co
 copy of the message, a member look-up, and the header/footer decoration run again for each
 copy (mta/decorating.py:29-34 calling handlers/decorate.py:41-204). That decoration asks every
 archiver for the message's permalink (decorate.py:74-86) -- one HTTP request to HyperKitty per
-recipient -- and is 86% of a 1,000-member post (benchmarks/one_click.py).
+recipient -- and is 86% of a 1,000-member post by issue 15's profile; benchmarks/one_click.py
+measures the three deliveries.
 
 `deliver` here sends one copy per member, because each carries its own link, but decorates once:
-- a list post or digest (`to_list`, set by runners/lmtp.py:250, or `isdigest`, runners/digest.py
-  :366-374) of a list whose `one_click_unsubscribe` is on, on a list that does not personalize:
+- a list post or digest (`to_list`, set by runners/lmtp.py:250 and kept when a moderator
+  approves a held post, app/moderator.py:140-159; or `isdigest`, runners/digest.py:366-374) of
+  a list whose `one_click_unsubscribe` is on, on a list that does not personalize:
   decorated once as BulkDelivery does (bulk.py:100-102; without `member` in the metadata the
   decoration is the same for every member, decorate.py:51-53), flattened once as smtplib's
   send_message does, and each member's copy is that text behind its own two headers;
@@ -28,7 +30,7 @@ The two headers: `List-Unsubscribe: <https://HOSTNAME/one-click/...>, <mailto:LI
 `List-Unsubscribe-Post: List-Unsubscribe=One-Click`. The link is signed by ./mailman_one_click.py.
 
 Configuration: core's master starts each runner with only a few environment variables
-(PRESERVE_ENVS, mailman/bin/master.py:49-75 and :376-379), so nothing comes from the environment.
+(PRESERVE_ENVS, mailman/bin/master.py:49-92 and :376-379), so nothing comes from the environment.
 mailman_one_click.SETTINGS_FILE in core's etc_dir (/etc with the NixOS module's `fhs` layout,
 mailman/config/mailman.cfg:34-43; `$var_dir/etc` by default, config/schema.cfg:220) names the
 link's base URL, the key file (the systemd credential of mailman.service) and the switches file

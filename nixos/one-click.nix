@@ -3,7 +3,7 @@
 #
 # - Core: `[mta] outgoing` is ./mailman_one_click_mta.py (on core's path by
 #   ./core-python-modules.nix). Core's master gives its runners almost no environment
-#   (mailman/bin/master.py:49-75, :376-379), so the delivery reads /etc/mailman-one-click.json:
+#   (mailman/bin/master.py:49-92, :376-379), so the delivery reads /etc/mailman-one-click.json:
 #   /etc is core's etc_dir under the module's `fhs` layout (nixos/modules/services/mail/
 #   mailman.nix, nixos-26.05: `mailman.layout = "fhs"`, `"paths.fhs".etc_dir = "/etc"`).
 # - The key: the stack's secret /var/lib/mailman-site/secrets/one-click-key (root-only, written by
