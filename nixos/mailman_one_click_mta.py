@@ -23,7 +23,8 @@ measures the three deliveries.
   added to each copy before ARC signing;
 - anything else -- owner and moderator mail (`to_owner`, `nodecorate`, owner_recipients.py:60,
   email/message.py:208-214), probes (`probe_token`, app/bounces.py:242), notices, a list with
-  the switch off, a host without the key -- goes to the stock function untouched.
+  the switch off or with `include_rfc2369_headers` off, a host without the key -- goes to the
+  stock function untouched.
 
 The two headers: `List-Unsubscribe: <https://HOSTNAME/one-click/...>, <mailto:LIST-leave@DOMAIN>`
 (the mailto is the one core's rfc-2369 handler writes, handlers/rfc_2369.py:68) and
@@ -74,9 +75,12 @@ Message = Any
 Agent = Any
 
 
-def is_list_post(msgdata: Msgdata) -> bool:
-    """A post to the list's members or a digest; never owner, moderator or probe mail."""
+def is_list_post(mlist: MailingList, msgdata: Msgdata) -> bool:
+    """A post to the list's members or a digest; never owner, moderator or probe mail, nor a
+    list that asks for no List-* headers at all (include_rfc2369_headers, rfc_2369.py:42-43)."""
     if msgdata.get("to_owner") or "probe_token" in msgdata:
+        return False
+    if not mlist.include_rfc2369_headers:
         return False
     return bool(msgdata.get("to_list") or msgdata.get("isdigest"))
 
@@ -237,7 +241,7 @@ def deliver(mlist: MailingList, msg: Message, msgdata: Msgdata) -> None:
     """The `[mta] outgoing` callable: one-click links on list posts, stock delivery otherwise."""
     if not msgdata.get("recipients"):
         return  # deliver.py:68-71
-    settings = Settings.load() if is_list_post(msgdata) else None
+    settings = Settings.load() if is_list_post(mlist, msgdata) else None
     if settings is None or settings.switched_off(mlist.fqdn_listname):
         stock.deliver(mlist, msg, msgdata)
         return

@@ -92,7 +92,10 @@ in
       limit_req zone=one_click burst=20 nodelay;
       limit_req_status 429;
       client_max_body_size 1k;
+      # The path is a bearer token: no access log, and error lines (which quote the request
+      # line: rate limiting, upstream errors) only at crit. The service logs its own failures.
       access_log off;
+      error_log stderr crit;
       limit_except GET HEAD POST { deny all; }
     '';
   };

@@ -55,13 +55,15 @@ QUIET = {"address": "quiet@example.org", "owners": [OWNER], "moderators": [],
          "one_click_unsubscribe": False, "settings": SETTINGS}
 PERSONAL = {"address": "personal@example.org", "owners": [OWNER], "moderators": [],
             "settings": SETTINGS}
+BARE = {"address": "bare@example.org", "owners": [OWNER], "moderators": [],
+        "settings": {**SETTINGS, "include_rfc2369_headers": False}}
 STATE: dict[str, Any] = {
     "version": 1,
     "site": {"domain": HOST, "name": HOST},
     "superuser": {"username": "admin", "email": OWNER, "password": "one-click-Password-1"},
     "mailDomains": ["example.org"],
     "webHost": HOST,
-    "lists": [NEWS, PERSONAL, QUIET],
+    "lists": [BARE, NEWS, PERSONAL, QUIET],
     "socialApps": [],
 }
 LINK = re.compile(r"<(https://[^>]+)>")
@@ -174,7 +176,8 @@ def oc(mailman_env: MailmanEnv, tmp_path_factory: pytest.TempPathFactory,
         assert done.returncode == 10, done.stderr  # converged, and the Site renamed (first run)
         site.rest(f"lists/{PERSONAL['address'].replace('@', '.')}/config",
                   {"personalize": "full"}, method="PATCH")
-        for list_id in ("news.example.org", "quiet.example.org", "personal.example.org"):
+        for list_id in ("news.example.org", "quiet.example.org", "personal.example.org",
+                        "bare.example.org"):
             for address in MEMBERS:
                 site.rest("members", {"list_id": list_id, "subscriber": address,
                                       "pre_verified": "true", "pre_confirmed": "true",
@@ -359,6 +362,13 @@ def test_a_list_with_the_switch_off_gets_mailmans_stock_header(oc: OneClickSite)
     message = email.message_from_string(copy_["data"])
     assert message.get_all("List-Unsubscribe") == ["<mailto:quiet-leave@example.org>"]
     assert message["List-Unsubscribe-Post"] is None
+
+
+def test_a_list_without_list_headers_gets_no_link(oc: OneClickSite) -> None:
+    """include_rfc2369_headers off: core writes no List-* headers (rfc_2369.py:42-43), nor do we."""
+    (copy_,) = oc.post("bare@example.org", count=1)
+    message = email.message_from_string(copy_["data"])
+    assert message["List-Unsubscribe"] is None and message["List-Unsubscribe-Post"] is None
 
 
 def test_a_personalized_list_gets_full_personalization_and_the_links(oc: OneClickSite) -> None:
