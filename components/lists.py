@@ -38,7 +38,7 @@ STYLES = rules.STYLES
 DEFAULT_STYLE = rules.DEFAULT_STYLE
 SUBADDRESS_NAMES = rules.SUBADDRESS_NAMES
 SETTINGS = rules.SETTINGS
-_ENTRY_KEYS = ("address", "absent", "style", "owners", "moderators")
+_ENTRY_KEYS = ("address", "absent", "style", "owners", "moderators", rules.ONE_CLICK)
 
 
 class _Entry:
@@ -138,6 +138,10 @@ def _normalize(
         )
     else:
         owners = [_check_role(entry, "owners", default_owner, address)]
+    try:
+        one_click = rules.one_click(entry_data.get(rules.ONE_CLICK, rules.ONE_CLICK_DEFAULT))
+    except rules.RuleError as error:
+        raise entry.error(rules.ONE_CLICK, entry_data[rules.ONE_CLICK], str(error)) from None
     return {
         "address": address,
         "absent": False,
@@ -146,6 +150,7 @@ def _normalize(
         "moderators": _people(
             entry, "moderators", entry_data.get("moderators"), required=False, list_address=address
         ),
+        rules.ONE_CLICK: one_click,
         "settings": dict(sorted(settings.items())),
     }
 

@@ -183,23 +183,34 @@ def host_secrets(
     dkim_private_key_pem: pulumi.Input[str],
     restic_password: pulumi.Input[str],
     backup_ssh_key: pulumi.Input[str],
+    one_click_key: pulumi.Input[str],
 ) -> list[HostSecret]:
     """The secret files of contracts section 4, with the units that must see a new value.
 
     The REST password is substituted into /etc/mailman.cfg by mailman-settings and read by core
-    and the web app; the DKIM key needs nothing here, a path unit in nixos/dkim.nix restarts
-    OpenDKIM when the file changes. The backup's two files (nixos/backup.nix) are read anew by
-    every run of restic and ssh.
+    and the web app (and, as a systemd credential, the one-click endpoint); the DKIM key needs
+    nothing here, a path unit in nixos/dkim.nix restarts OpenDKIM when the file changes. The
+    backup's two files (nixos/backup.nix) are read anew by every run of restic and ssh. The
+    one-click key is a systemd credential of core and of the endpoint (nixos/one-click.nix),
+    copied at unit start, so both restart when it changes.
     """
     return [
         HostSecret(
             "rest-api-password",
             rest_api_password,
-            ("mailman-settings.service", "mailman.service", "mailman-uwsgi.service"),
+            (
+                "mailman-settings.service",
+                "mailman.service",
+                "mailman-uwsgi.service",
+                "mailman-one-click.service",
+            ),
         ),
         HostSecret("dkim-private-key.pem", dkim_private_key_pem),
         HostSecret("restic-password", restic_password),
         HostSecret("backup-ssh-key", backup_ssh_key),
+        HostSecret(
+            "one-click-key", one_click_key, ("mailman.service", "mailman-one-click.service")
+        ),
     ]
 
 

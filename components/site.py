@@ -32,6 +32,8 @@ from components.settings import Settings
 NIXOS_DIR = Path(__file__).resolve().parent.parent / "nixos"
 ADMIN_PASSWORD_LENGTH = 24
 REST_PASSWORD_LENGTH = 32
+# The one-click unsubscribe HMAC key (nixos/mailman_one_click.py): 64 letters and digits, ~380 bits.
+ONE_CLICK_KEY_LENGTH = 64
 DKIM_KEY_BITS = 2048
 
 
@@ -46,6 +48,7 @@ class MailmanSite(pulumi.ComponentResource):
     dkim_private_key_pem: pulumi.Output[str]
     admin_password: pulumi.Output[str]
     rest_api_password: pulumi.Output[str]
+    one_click_key: pulumi.Output[str]
     deployment_document: pulumi.Output[str]
     deployment: NixosDeployment
     reconcile: MailmanReconcile
@@ -81,6 +84,12 @@ class MailmanSite(pulumi.ComponentResource):
             f"{name}-rest-api-password", length=REST_PASSWORD_LENGTH, special=False, opts=child
         )
         self.rest_api_password = pulumi.Output.secret(rest_password.result)
+        # Signs every member's unsubscribe link; replacing this resource (README: rotating the
+        # one-click key) invalidates every link already sent.
+        link_key = random.RandomPassword(
+            f"{name}-one-click-key", length=ONE_CLICK_KEY_LENGTH, special=False, opts=child
+        )
+        self.one_click_key = pulumi.Output.secret(link_key.result)
 
         # Server, addresses, firewall, volume, rDNS; NixOS installed and answering.
         self.host = Host(f"{name}-host", settings, opts=child, facts=facts)
@@ -125,6 +134,7 @@ class MailmanSite(pulumi.ComponentResource):
                 dkim_private_key_pem=self.dkim_private_key_pem,
                 restic_password=self.backup.repository_password,
                 backup_ssh_key=self.backup.ssh_private_key,
+                one_click_key=self.one_click_key,
             ),
             opts=child,
         )

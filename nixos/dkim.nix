@@ -52,7 +52,14 @@ in
       # The signing domain comes from Sender: when a message has one (a list's own address),
       # else from From:; only the mail domains (-d) are signed.
       SenderHeaders = "Sender,From";
-      OversignHeaders = "From";
+      # RFC 8058 section 4: the signature must cover List-Unsubscribe and List-Unsubscribe-Post
+      # (one-click unsubscribe, ./one-click.nix). OpenDKIM 2.11's default SignHeaders (RFC 6376
+      # 5.4) predates RFC 8058 and lacks List-Unsubscribe-Post; "*,+name" adds to the default
+      # (opendkim.conf(5), OmitHeaders). Oversigned: in h= once more than present, so none can
+      # be added after signing; a name oversigned but not signed makes invalid signatures
+      # (opendkim.conf(5), OversignHeaders), which tests/nixos/test_nixos_dkim_signing.py shows.
+      SignHeaders = "*,+List-Unsubscribe,+List-Unsubscribe-Post";
+      OversignHeaders = "From,List-Unsubscribe,List-Unsubscribe-Post";
       # Mailman submits to Postfix on `localhost`, which resolves to ::1 first; OpenDKIM's
       # default InternalHosts is 127.0.0.1 alone (opendkim.conf(5)), so list mail from ::1
       # left unsigned. Both loopback addresses are this host's own clients.

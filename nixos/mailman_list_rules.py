@@ -192,6 +192,21 @@ def _text(name: str, value: object) -> str:
     return value
 
 
+# --- the host's own per-list settings ------------------------------------------------------
+
+#: RFC 8058 one-click unsubscribe links in the list's posts (nixos/mailman_one_click_mta.py).
+#: Not a Mailman setting: it is a key of the list entry itself, never sent to core; the reconcile
+#: writes the lists that turn it off into the file core's delivery reads.
+ONE_CLICK = "one_click_unsubscribe"
+ONE_CLICK_DEFAULT = True
+
+
+def one_click(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise RuleError("true or false")
+    return value
+
+
 def language_code(value: object) -> str:
     """The form of a language code; whether core knows it is asked of core."""
     if not isinstance(value, str) or not _LANGUAGE_CODE.match(value):

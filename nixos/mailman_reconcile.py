@@ -34,6 +34,7 @@ from urllib.parse import quote, urlencode
 # The list rules, one definition shared with components/lists.py; installed next to this file
 # (nixos/reconcile.nix), so the script's directory on sys.path finds it.
 import mailman_list_rules as rules
+import mailman_one_click as one_click
 
 if TYPE_CHECKING:  # only for annotations: the module must import without Django installed
     from django.conf import LazySettings
@@ -84,6 +85,7 @@ class DesiredList:
     owners: frozenset[str] = frozenset()
     moderators: frozenset[str] = frozenset()
     settings: Mapping[str, Any] = field(default_factory=dict)
+    one_click_unsubscribe: bool = rules.ONE_CLICK_DEFAULT
 
     @property
     def mail_host(self) -> str:
@@ -181,7 +183,7 @@ def _list(value: object, where: str, mail_domains: tuple[str, ...]) -> DesiredLi
         _object(value, where, ("address",), ("absent",))
         return DesiredList(address=address, absent=True)
     data = _object(value, where, ("address", "owners"),
-                   ("absent", "style", "moderators", "settings"))
+                   ("absent", "style", "moderators", "settings", rules.ONE_CLICK))
     entry = DesiredList(
         address=address,
         style=data.get("style"),
@@ -190,6 +192,8 @@ def _list(value: object, where: str, mail_domains: tuple[str, ...]) -> DesiredLi
         settings={name: _rule(f"{where}.settings.{name}", rules.setting, name, setting)
                   for name, setting in _object(data.get("settings", {}),
                                                f"{where}.settings", (), rules.SETTINGS).items()},
+        one_click_unsubscribe=_rule(f"{where}.{rules.ONE_CLICK}", rules.one_click,
+                                    data.get(rules.ONE_CLICK, rules.ONE_CLICK_DEFAULT)),
     )
     if entry.style is not None and entry.style not in rules.STYLES:
         raise invalid(f"{where}.style must be one of {', '.join(rules.STYLES)}, not "
@@ -875,6 +879,33 @@ def with_database_errors(step: Callable[[], Outcome]) -> Outcome:
                              EXIT_UNREACHABLE, detail=str(error)) from None
 
 
+def write_one_click_switches(state: DesiredState, core: Core, outcome: Outcome) -> None:
+    """Tell core's one-click delivery which lists have `one_click_unsubscribe: false`.
+
+    The delivery (mailman_one_click_mta.py, core's `[mta] outgoing`) reads the switches file its
+    settings file in core's etc_dir names; a list missing from it is on, the default. Lists the
+    document does not mention are left on.
+    """
+    if core.call("system/configuration/mta").get("outgoing") != one_click.OUTGOING:
+        outcome.notes.append("one-click unsubscribe: not configured in core (stock delivery)")
+        return
+    settings_file = _core_path(core, "etc_dir") / one_click.SETTINGS_FILE
+    off = [e.address for e in state.lists if not e.absent and not e.one_click_unsubscribe]
+    try:
+        target = Path(json.loads(settings_file.read_text(encoding="utf-8"))["switches_file"])
+        text = one_click.switches_text(off)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            partial.write_text(text, encoding="utf-8")
+            partial.chmod(0o644)
+            partial.replace(target)  # whole or not at all: core reads it for every post
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ReconcileError(
+            f"one-click unsubscribe switches not written ({settings_file}: {error}); "
+            f"lists with {rules.ONE_CLICK}: false would still get links", EXIT_FAILED) from None
+    outcome.notes.append(f"one-click unsubscribe: off for {len(off)} of the document's lists")
+
+
 def reconcile(state: DesiredState, core: Core) -> Outcome:
     outcome = Outcome()
     # Reachability first, so a down core fails before anything is written.
@@ -887,6 +918,7 @@ def reconcile(state: DesiredState, core: Core) -> Outcome:
     site = reconcile_site(state, outcome)
     reconcile_domains(state, core, site, outcome.tally("domains"))
     reconcile_lists(state, core, outcome.tally("lists"), marker)
+    write_one_click_switches(state, core, outcome)
     reconcile_social_apps(state, site, outcome.tally("social apps"))
     check_postfix_maps(state, core, outcome)
     return outcome

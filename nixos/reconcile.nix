@@ -14,13 +14,14 @@ let
     mailmanEnv
     webEnv
     ;
-  # The program and the list rules it imports (one definition, shared with the Pulumi program),
-  # copied -- not linked -- into one directory: Python puts the script's real directory on
-  # sys.path, and that must be where the rules are.
+  # The program, the list rules and the one-click names it imports (one definition each, shared
+  # with the Pulumi program and with core), copied -- not linked -- into one directory: Python
+  # puts the script's real directory on sys.path, and that must be where the modules are.
   program = pkgs.runCommand "mailman-reconcile-program" { } ''
     mkdir -p $out
     cp ${./mailman_reconcile.py} $out/mailman_reconcile.py
     cp ${./mailman_list_rules.py} $out/mailman_list_rules.py
+    cp ${./mailman_one_click.py} $out/mailman_one_click.py
   '';
   reconcile = pkgs.writeShellApplication {
     name = "mailman-reconcile";

@@ -15,7 +15,9 @@
     ./health.nix
     ./status-report.nix
     ./reconcile.nix
+    ./core-python-modules.nix
     ./deferred-postfix-maps.nix
+    ./one-click.nix
   ];
 
   assertions = [

@@ -37,19 +37,21 @@ pkgs.testers.runNixOSTest {
       virtualisation.memorySize = 3072;
       virtualisation.diskSize = 4096;
 
-      # What the deploy chain writes before nixos-rebuild: the REST password and the DKIM key,
-      # root-only under /var/lib/mailman-site/secrets.
+      # What the deploy chain writes before nixos-rebuild: the REST password, the DKIM key and the
+      # one-click key, root-only under /var/lib/mailman-site/secrets.
       systemd.services.test-secrets = {
         wantedBy = [ "multi-user.target" ];
         before = [
           "mailman-settings.service"
           "opendkim.service"
           "mailman-site-arc-key.service"
+          "mailman-one-click.service"
         ];
         requiredBy = [
           "mailman-settings.service"
           "opendkim.service"
           "mailman-site-arc-key.service"
+          "mailman-one-click.service"
         ];
         path = [ pkgs.openssl ];
         serviceConfig = {
@@ -61,6 +63,7 @@ pkgs.testers.runNixOSTest {
           cd /var/lib/mailman-site/secrets || exit 1
           [ -e rest-api-password ] || (umask 077; openssl rand -hex 24 > rest-api-password)
           [ -e dkim-private-key.pem ] || (umask 077; openssl genrsa -out dkim-private-key.pem 2048)
+          [ -e one-click-key ] || (umask 077; openssl rand -hex 32 > one-click-key)
         '';
       };
 
@@ -90,7 +93,8 @@ pkgs.testers.runNixOSTest {
 
     machine.wait_for_unit("multi-user.target")
     for unit in ["postgresql.target", "mailman.service", "mailman-uwsgi.service",
-                 "postfix.service", "opendkim.service", "rspamd.service", "nginx.service"]:
+                 "postfix.service", "opendkim.service", "rspamd.service", "nginx.service",
+                 "mailman-one-click.service"]:
         machine.wait_for_unit(unit)
     with machine.nested("waiting for the Mailman REST API"):
         retry(api_up)
@@ -160,6 +164,30 @@ pkgs.testers.runNixOSTest {
         assert location.strip() == f"https://{host}/postorius/lists/test.example.org/", location
         # The redirects leave Django's own admin alone.
         machine.succeed(f"curl --fail -sS -k {https}/admin/login/ >/dev/null")
+
+    with subtest("one-click unsubscribe: the post's own link, followed through nginx"):
+        import email
+        import re
+        message = email.message_from_string(
+            machine.succeed("cat $(grep -l 'hello from the vm' /var/spool/mail/alice/new/*)")
+        )
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click", message
+        header = " ".join(message["List-Unsubscribe"].split())
+        link = re.fullmatch(
+            "<https://" + re.escape(host) + "(/one-click/test[.]example[.]org/[A-Za-z0-9_-]{43})>,"
+            " <mailto:test-leave@example.org>",
+            header,
+        )
+        assert link, header
+        roster = "http://127.0.0.1:8001/3.1/lists/test.example.org/roster/member"
+        page = machine.succeed(f"curl --fail -sS -k {https}{link.group(1)}")
+        assert 'method="post"' in page, page
+        assert "alice@example.org" in rest(roster), "a GET unsubscribed alice"
+        for _ in range(2):  # the second POST finds her gone and answers the same
+            machine.succeed(f"curl --fail -sS -k -d List-Unsubscribe=One-Click {https}{link.group(1)}")
+        assert "alice@example.org" not in rest(roster)
+        machine.succeed("journalctl -u mailman-one-click.service | grep -q 'list=test.example.org member='")
+        machine.fail(f"curl --fail -sS -k -d List-Unsubscribe=One-Click {https}{link.group(1)}x")
 
     with subtest("MTA-STS policy on its own host, HTTPS only"):
         sts = "--resolve mta-sts.example.org:443:127.0.0.1 https://mta-sts.example.org"

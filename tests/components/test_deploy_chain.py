@@ -103,6 +103,7 @@ PUSHES = {
     "mailman-nixos-file-deployment.json",
     "mailman-nixos-secret-rest-api-password",
     "mailman-nixos-secret-dkim-private-key.pem",
+    "mailman-nixos-secret-one-click-key",
     "mailman-nixos-switch-script",
 }
 SWITCH = {"mailman-nixos-switch", "mailman-nixos-switch-verify"}
@@ -292,11 +293,17 @@ def rest_password(run: ProgramRun) -> str:
     return generated.outputs["result"]
 
 
+def one_click_key(run: ProgramRun) -> str:
+    generated = run.one("random:index/randomPassword:RandomPassword", "mailman-one-click-key")
+    return generated.outputs["result"]
+
+
 def test_no_secret_in_any_plain_input(run):
     restricted = [
         ADMIN_PASSWORD,
         GITHUB_SECRET,
         rest_password(run),
+        one_click_key(run),
         "MOCK-RSA-mailman-dkim-key",
         "MOCK-ED25519-mailman-host-deploy-key",
         "MOCK-ED25519-mailman-host-ssh-host-key",
@@ -316,6 +323,7 @@ def test_secrets_travel_only_on_secret_stdin_with_logging_off(run):
         "mailman-nixos-secret-dkim-private-key.pem",
         "mailman-nixos-secret-restic-password",
         "mailman-nixos-secret-backup-ssh-key",
+        "mailman-nixos-secret-one-click-key",
     ):
         resource = run.one(COMMAND, name)
         assert resource.is_secret("stdin")
@@ -325,6 +333,10 @@ def test_secrets_travel_only_on_secret_stdin_with_logging_off(run):
     rest = run.one(COMMAND, "mailman-nixos-secret-rest-api-password")
     assert rest.inputs["stdin"] == rest_password(run)
     assert "/var/lib/mailman-site/secrets/rest-api-password" in rest.inputs["create"]
+    key = run.one(COMMAND, "mailman-nixos-secret-one-click-key")
+    assert key.inputs["stdin"] == one_click_key(run)
+    assert len(one_click_key(run)) >= 32  # mailman_one_click.KEY_MIN_LENGTH
+    assert "/var/lib/mailman-site/secrets/one-click-key" in key.inputs["create"]
 
 
 def test_reconcile_sends_the_whole_desired_state_as_secret_stdin(run):

@@ -7,6 +7,7 @@ import pytest
 
 from components import lists
 from components.lists import ListsError, load_lists, parse_lists
+from components.mailman import DesiredState
 
 REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ("example.org", "lists.example.org")
@@ -142,6 +143,7 @@ def test_normalized_form_has_only_the_settings_the_file_mentions_and_the_dmarc_d
         "style": "legacy-announce",
         "owners": ["a@example.org", "b@example.org"],
         "moderators": [],
+        "one_click_unsubscribe": True,
         "settings": {
             "display_name": "News",
             "dmarc_mitigate_action": "munge_from",
@@ -155,6 +157,31 @@ def test_style_defaults_to_legacy_default():
     (entry,) = _parse("lists:\n  - address: a\n")
     assert entry["style"] == "legacy-default"
     assert entry["settings"] == {"dmarc_mitigate_action": "munge_from"}
+
+
+def test_one_click_unsubscribe_is_on_unless_the_entry_turns_it_off():
+    on, off = _parse(
+        "lists:\n  - address: a\n  - address: b\n    one_click_unsubscribe: false\n"
+    )
+    assert (on["one_click_unsubscribe"], off["one_click_unsubscribe"]) == (True, False)
+    # A host setting, not Mailman's: never among the settings sent to core.
+    assert "one_click_unsubscribe" not in off["settings"]
+
+
+def test_one_click_unsubscribe_must_be_a_boolean():
+    with pytest.raises(ListsError) as error:
+        _parse("lists:\n  - address: a\n    one_click_unsubscribe: 'no'\n")
+    assert str(error.value) == (
+        "lists.yaml: list a@example.org: one_click_unsubscribe: 'no' is not true or false"
+    )
+
+
+def test_preview_shows_the_one_click_switch():
+    (entry,) = _parse("lists:\n  - address: a\n    one_click_unsubscribe: false\n")
+    state = DesiredState(hostname="lists.example.org", mail_domains=["example.org"],
+                         admin_user="admin", admin_email="a@example.org",
+                         admin_password="x", lists=[entry])
+    assert "  one_click_unsubscribe: false\n" in state.lists_yaml()
 
 
 def test_lists_are_sorted_by_address():

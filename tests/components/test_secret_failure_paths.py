@@ -28,6 +28,7 @@ EXPECTED = {
     "mailman-nixos-secret-dkim-private-key.pem",
     "mailman-nixos-secret-restic-password",
     "mailman-nixos-secret-backup-ssh-key",
+    "mailman-nixos-secret-one-click-key",
     "mailman-reconcile-run",
 }
 

@@ -45,11 +45,20 @@ def test_configured_admin_password_is_used_and_nothing_generated(zoned_run):
     # The backup's two are tests/components/test_backup.py's.
     assert names == [
         "mailman-rest-api-password",
+        "mailman-one-click-key",
         "mailman-backup-repository-password",
         "mailman-backup-box-password",
     ]
     assert zoned_run.outputs["adminPassword"] == "correct horse battery staple"
     assert "adminPassword" in zoned_run.secret_outputs
+
+
+def test_one_click_key_lives_in_the_stack_and_reaches_the_host_as_a_secret(base_run):
+    key = base_run.one("random:index/randomPassword:RandomPassword", "mailman-one-click-key")
+    # Letters and digits only (a systemd credential file, read stripped); >= KEY_MIN_LENGTH.
+    assert key.inputs["length"] >= 32
+    assert key.inputs["special"] is False
+    assert "oneClickKey" not in base_run.outputs
 
 
 def test_dkim_key_lives_in_the_stack(base_run):

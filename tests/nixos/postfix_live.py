@@ -176,12 +176,20 @@ class Sink:
     messages: list[Message] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
-    def find(self, fragment: bytes, timeout: float = 60.0) -> list[Message]:
-        """The messages containing `fragment`, waiting up to `timeout` for the first one."""
+    def find(
+        self, fragment: bytes, timeout: float = 60.0, recipient: str | None = None
+    ) -> list[Message]:
+        """The messages containing `fragment` (and, if given, sent to `recipient`), waiting up
+        to `timeout` for the first one. Mailman delivers per recipient domain, so the copies to
+        different domains arrive one by one."""
         deadline = time.monotonic() + timeout
         with self.arrived:
             while True:
-                found = [m for m in self.messages if fragment in m.data]
+                found = [
+                    m
+                    for m in self.messages
+                    if fragment in m.data and (recipient is None or recipient in m.recipients)
+                ]
                 left = deadline - time.monotonic()
                 if found or left <= 0:
                     return found

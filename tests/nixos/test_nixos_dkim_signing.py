@@ -7,6 +7,7 @@ it); list mail from ::1 must be signed like mail from 127.0.0.1. Mail from an in
 
 from __future__ import annotations
 
+import re
 import smtplib
 from collections.abc import Iterator
 from typing import Any
@@ -36,10 +37,13 @@ def postfix(nix_instantiate: str, opendkim: Daemon) -> Iterator[PostfixInstance]
     yield from start_postfix(module, paths={"/run/opendkim/opendkim.sock": str(opendkim.socket)})
 
 
-def _send(postfix: PostfixInstance, host: str, subject: str, *, xclient: str = "") -> Message:
+def _send(
+    postfix: PostfixInstance, host: str, subject: str, *, xclient: str = "", extra: str = ""
+) -> Message:
     recipient = "abuse@example.org" if xclient else "someone@example.com"
     body = (
         f"From: Announce <announce@example.org>\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+        f"{extra}"
         "Message-ID: <" + subject.replace(" ", "-") + "@example.org>\r\n\r\nhello\r\n"
     )
     with smtplib.SMTP(host, postfix.port, timeout=30) as client:
@@ -79,3 +83,29 @@ def test_opendkim_settings_name_both_loopback_addresses(nix_instantiate: str) ->
         "127.0.0.1",
         "::1",
     }
+
+
+@pytest.mark.nix
+def test_the_signature_covers_both_one_click_headers(postfix):
+    """RFC 8058 section 4: a receiver acts on one-click only if a valid DKIM signature covers
+    List-Unsubscribe and List-Unsubscribe-Post (nixos/dkim.nix SignHeaders, OversignHeaders)."""
+    one_click = (
+        "List-Unsubscribe: <https://lists.example.org/one-click/announce.example.org/t0ken>,"
+        " <mailto:announce-leave@example.org>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    )
+    message = _send(postfix, "::1", "one-click headers", extra=one_click)
+    records = {"mailman._domainkey.example.org": DKIM_TXT}
+    assert dkim.verify(message.data, dnsfunc=txt_lookup(records))
+    signature = message.data.split(b"DKIM-Signature:", 1)[1].split(b"\r\n\r\n", 1)[0]
+    found = re.search(rb"(?:^|;)\s*h=([^;]+);", signature)
+    assert found, signature
+    names = [name.strip().lower() for name in found[1].split(b":")]
+    # Each present once, oversigned once: in h= twice, so none can be added after signing.
+    assert names.count(b"list-unsubscribe") == 2
+    assert names.count(b"list-unsubscribe-post") == 2
+    # A receiver that appended a second List-Unsubscribe-Post breaks the signature.
+    forged = message.data.replace(
+        b"\r\n\r\nhello", b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nhello", 1
+    )
+    assert not dkim.verify(forged, dnsfunc=txt_lookup(records))

@@ -200,11 +200,11 @@ def postfix(
 
 
 def _delivered_to_subscriber(postfix: Any, subject: str) -> bytes:
-    found = postfix.sink.find(f"Subject: [Team] {subject}".encode(), timeout=90)
+    found = postfix.sink.find(f"Subject: [Team] {subject}".encode(), 90, SUBSCRIBER)
     if not found:
-        found = postfix.sink.find(subject.encode(), timeout=1)
+        found = postfix.sink.find(subject.encode(), 1, SUBSCRIBER)
     assert found, postfix.log()[-5000:]
-    (message,) = [m for m in found if SUBSCRIBER in m.recipients]
+    (message,) = found
     return message.data
 
 

@@ -257,6 +257,11 @@ class MailmanSite:
     extra_config: str = ""
     #: Directories put in front of core's PYTHONPATH (the mail-path tests' resolver setting).
     extra_pythonpath: tuple[str, ...] = ()
+    # `[mta] outgoing`: stock core's, or the host's (nixos/mailman_one_click_mta.py).
+    outgoing: str = "mailman.mta.deliver.deliver"
+    # The one-click delivery's settings file in core's etc_dir ($var_dir/etc here, /etc on the
+    # host: nixos/one-click.nix), e.g. {"base_url", "key_file", "switches_file"}; None: none.
+    one_click_settings: dict[str, str] | None = None
     _web: subprocess.Popen[bytes] | None = None
     _postgres: PostgresServer | None = None
 
@@ -299,6 +304,11 @@ class MailmanSite:
     # --- configuration ------------------------------------------------------------------
     def write_config(self) -> None:
         self.var_dir.mkdir(parents=True, exist_ok=True)
+        if self.one_click_settings is not None:
+            # Core's etc_dir with the test layout: `$var_dir/etc` (mailman/config/schema.cfg:220).
+            (self.var_dir / "etc").mkdir(exist_ok=True)
+            (self.var_dir / "etc" / "mailman-one-click.json").write_text(
+                json.dumps(self.one_click_settings))
         # postmap reads main.cf from its config directory; an empty one in the site keeps it
         # away from the machine's /etc/postfix (which may not exist).
         postfix_dir = self.directory / "postfix"
@@ -326,7 +336,7 @@ class MailmanSite:
 
             [mta]
             incoming: {self.mta_class}
-            outgoing: mailman.mta.deliver.deliver
+            outgoing: {self.outgoing}
             lmtp_host: 127.0.0.1
             lmtp_port: {self.lmtp_port}
             smtp_host: {self.smtp[0] if self.smtp else "127.0.0.1"}
@@ -686,6 +696,46 @@ def wipe(drill: Drill) -> None:
     for path in (site.directory, drill.dump_dir, drill.work / "cache"):
         shutil.rmtree(path, ignore_errors=True)
     site.directory.mkdir()
+@dataclass
+class SmtpSink:
+    """tests/reconcile/smtp_sink.py on 127.0.0.1:`port`: what core sends, one file a message."""
+
+    env: MailmanEnv
+    directory: Path
+    port: int = field(default_factory=free_port)
+    _process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [str(self.env.python), str(Path(__file__).with_name("smtp_sink.py")), str(self.port),
+             str(self.directory)], stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        if self._process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the SMTP sink did not start")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(path.read_text(encoding="utf-8"))
+                for path in sorted(self.directory.glob("*.json"))]
+
+    def wait_for(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
+        """At least `count` messages, or an error naming how many came."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.messages()
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"the SMTP sink got {len(self.messages())} messages, not {count}")
+
+    def clear(self) -> None:
+        for path in self.directory.glob("*.json"):
+            path.unlink()
 
 
 def dump_database(path: Path) -> list[str]:

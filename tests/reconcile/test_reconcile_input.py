@@ -193,3 +193,17 @@ def test_a_description_arrives_without_its_trailing_newline():
     document["lists"][0]["settings"]["description"] = "Folded.\n"
     state = reconcile.parse_state(json.dumps(document))
     assert state.lists[0].settings["description"] == "Folded."
+
+
+def test_one_click_switch_defaults_on_and_is_read_when_given():
+    state = reconcile.parse_state(json.dumps(VALID))
+    assert state.lists[0].one_click_unsubscribe is True
+    document = copy.deepcopy(VALID)
+    document["lists"][0]["one_click_unsubscribe"] = False
+    assert reconcile.parse_state(json.dumps(document)).lists[0].one_click_unsubscribe is False
+
+
+def test_one_click_switch_must_be_a_boolean():
+    message = error_for(lambda d: d["lists"][0].update(one_click_unsubscribe="off"))
+    assert message == ("invalid desired state: lists[announce@example.org].one_click_unsubscribe "
+                       'must be true or false, not "off"')
