@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reconcile"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import reconcile as reconcile_benchmark  # benchmarks/reconcile.py: the same desired state
 from mailman_fixture import Drill, MailmanEnv, MailmanSite, wipe
 
 MEMBERS = 5
@@ -50,20 +52,12 @@ WORDS = (
 
 
 def desired_state(lists: int) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "site": {"domain": "lists.example.org", "name": "lists.example.org"},
-        "superuser": {"username": "admin", "email": "postmaster@example.org",
-                      "password": "benchmark-Password-1"},
-        "mailDomains": ["example.org"],
-        "webHost": "lists.example.org",
-        "lists": [
-            {"address": f"list{i:03d}@example.org", "absent": False,
-             "owners": ["postmaster@example.org"], "moderators": [],
-             "settings": {"display_name": f"List {i}", "archive_policy": "public"}}
-            for i in range(lists)],
-        "socialApps": [],
-    }
+    """benchmarks/reconcile.py's lists, each with one owner and public archives."""
+    return reconcile_benchmark.desired_state(
+        lists,
+        owners=lambda i: ["postmaster@example.org"],
+        settings=lambda i: {"display_name": f"List {i}", "archive_policy": "public"},
+    )
 
 
 def write_mbox(path: Path, address: str, count: int, start: int, rng: random.Random) -> None:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,17 @@ OWNERS = 3
 TARGETS = {100: (10.0, 2.0), 1000: (90.0, 10.0)}
 
 
-def desired_state(lists: int) -> dict[str, Any]:
+def desired_state(
+    lists: int,
+    owners: Callable[[int], list[str]] = lambda i: [
+        f"owner{i}-{k}@example.org" for k in range(OWNERS)
+    ],
+    settings: Callable[[int], dict[str, str]] = lambda i: {
+        "display_name": f"List {i}",
+        "description": f"Benchmark list {i}",
+    },
+) -> dict[str, Any]:
+    """The desired state of `lists` lists; list i gets `owners(i)` and `settings(i)`."""
     return {
         "version": 1,
         "site": {"domain": "lists.example.org", "name": "lists.example.org"},
@@ -49,8 +60,7 @@ def desired_state(lists: int) -> dict[str, Any]:
         "webHost": "lists.example.org",
         "lists": [
             {"address": f"list{i:03d}@example.org", "absent": False,
-             "owners": [f"owner{i}-{k}@example.org" for k in range(OWNERS)], "moderators": [],
-             "settings": {"display_name": f"List {i}", "description": f"Benchmark list {i}"}}
+             "owners": owners(i), "moderators": [], "settings": settings(i)}
             for i in range(lists)],
         "socialApps": [],
     }

@@ -7,7 +7,6 @@ it; only sockets, key paths and state directories move into the test's directory
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -16,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-from nixos_support import NIXOS, evaluate_json
+from nixos_support import NIXOS, evaluate_json, require_tool
 
 _DKIM_EXPRESSION = """
 let
@@ -37,13 +35,7 @@ in
 
 def tool(name: str) -> str:
     """A daemon from /usr/sbin; missing: skip, or fail under CI (.ci/run installs it)."""
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
-    if path is None:
-        message = f"{name} is not installed (CI installs it through .ci/run)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_tool(name, sbin=True)
 
 
 def opendkim_module(nix_instantiate: str, document: Path) -> dict[str, Any]:

@@ -19,9 +19,14 @@ DOCUMENTS = Path(__file__).resolve().parent / "documents"
 SCHEMA = SCHEMA_FILE  # one file for both sides: components/deployment.schema.json
 
 
-def require_tool(name: str) -> str:
-    """The tool's path; a missing tool skips locally and fails under CI=true."""
-    path = shutil.which(name)
+def require_tool(name: str, *, sbin: bool = False) -> str:
+    """The tool's path; a missing tool skips locally and fails under CI=true.
+
+    `sbin`: also look in /usr/sbin and /usr/bin (Debian's daemons, e.g. Postfix's commands,
+    live there and a non-root PATH may lack it)."""
+    path = shutil.which(
+        name, path=os.environ.get("PATH", "") + (":/usr/sbin:/usr/bin" if sbin else "")
+    )
     if path is None:
         message = f"{name} is not installed (CI installs it through .ci/run)"
         if os.environ.get("CI") == "true":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import socketserver
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nixos_support import NIXOS, evaluate_json
+from nixos_support import NIXOS, evaluate_json, require_tool
 
 # The lib functions postfix.nix calls, with nixpkgs' meaning (lib/lists.nix, lib/strings.nix,
 # lib/modules.nix); mkIf stays a marker, as the module system would see it.
@@ -104,13 +103,7 @@ postlog unix-dgram n - n - 1 postlogd
 
 def sbin_tool(name: str) -> str:
     """A Postfix command (Debian puts them in /usr/sbin); missing: skip, or fail under CI."""
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
-    if path is None:
-        message = f"{name} is not installed (CI installs it through .ci/run)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_tool(name, sbin=True)
 
 
 def require_root() -> None:
