@@ -104,20 +104,18 @@ let
     + ''
       export MAILMAN_SITE_BACKUP_CONFIG=${backupConfig}
     '';
-  backupCommand = pkgs.writeShellApplication {
-    name = "mailman-site-backup";
-    inherit runtimeInputs;
-    text = environment + ''
-      exec python3 ${./mailman_site_backup.py} backup "$@"
-    '';
-  };
-  restoreCommand = pkgs.writeShellApplication {
-    name = "mailman-site-restore";
-    inherit runtimeInputs;
-    text = environment + ''
-      exec python3 ${./mailman_site_backup.py} restore "$@"
-    '';
-  };
+  # `mailman-site-<verb>`: the backup program's `<verb>` with the repository's settings.
+  siteCommand =
+    verb:
+    pkgs.writeShellApplication {
+      name = "mailman-site-${verb}";
+      inherit runtimeInputs;
+      text = environment + ''
+        exec python3 ${./mailman_site_backup.py} ${verb} "$@"
+      '';
+    };
+  backupCommand = siteCommand "backup";
+  restoreCommand = siteCommand "restore";
 in
 {
   programs.ssh.extraConfig = ''
