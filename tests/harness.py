@@ -35,6 +35,15 @@ it would in `pulumi up`. What the mocks return for outputs (IP addresses, volume
 key material) is in `MockCloud.new_resource`; outputs the provider schema marks secret
 (`additionalSecretOutputs`, e.g. `tls.PrivateKey.privateKeyOpenssh`) come back secret, as the
 engine does it.
+
+Why this runner, unlike the program, imports SDK internals: the public mock API
+(`pulumi.runtime.Mocks.new_resource`, pulumi 3.272.0 pulumi/runtime/mocks.py `MockResourceArgs`)
+sees only type, name, unwrapped inputs, provider and id -- not `protect`,
+`deleteBeforeReplace`, `ignoreChanges`, `dependsOn`, `additionalSecretOutputs` or which inputs
+are secret, which is what the deploy's safety rests on. So `RecordingMonitor` extends the SDK's
+mock monitor at the request level (`rpc`, `resource_pb2`), and `run_pulumi_func` runs the
+program as the language host does, with stack outputs. The program itself uses public APIs only
+(tests/components/test_settings.py checks its configuration reads).
 """
 
 from __future__ import annotations
