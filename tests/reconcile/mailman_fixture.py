@@ -434,7 +434,11 @@ class MailmanSite:
         core_ok = web_ok = False
         while time.monotonic() < deadline and not (core_ok and web_ok):
             if not core_ok:
-                core_ok = self._answers(f"{self.rest_url}/3.1/system/versions", auth=True)
+                # Core's runners start one by one: REST answering does not mean the LMTP runner
+                # listens yet (a post right after start was refused on a loaded CI machine).
+                core_ok = self._answers(
+                    f"{self.rest_url}/3.1/system/versions", auth=True
+                ) and self._listens(self.lmtp_port)
             if not web_ok:
                 web_ok = self._answers(f"{self.web_url}/accounts/login/")
             if self._web is not None and self._web.poll() is not None:
@@ -445,6 +449,14 @@ class MailmanSite:
                 "mailman-start.log") + self.log_tail("var/logs/mailman.log"))
         if not web_ok:
             raise RuntimeError("mailman-web did not answer:\n" + self.log_tail("gunicorn.log"))
+
+    @staticmethod
+    def _listens(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return True
+        except OSError:
+            return False
 
     def _answers(self, url: str, *, auth: bool = False) -> bool:
         try:
