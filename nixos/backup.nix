@@ -8,10 +8,12 @@
 # the HyperKitty archiver key) and the ACME account and certificates as one restic snapshot.
 # The dumps stay on the root disk too, where Hetzner's server backups copy them.
 #
-# The restic module (nixpkgs nixos/modules/services/backup/restic.nix, the `settings` revision
-# after the 25.05 release) supplies the repository settings, the `restic-site` wrapper for
-# operators (createWrapper, default true: `restic-site snapshots`) and a weekly `restic check`
-# unit; with no paths, command or pruneOpts its unit runs only the check (its ExecStart is
+# The restic module (nixpkgs nixos/modules/services/backup/restic.nix, nixos-26.05) supplies the
+# `restic-site` wrapper for operators (createWrapper, default true: `restic-site snapshots`) and a
+# weekly `restic check` unit. Its unit's environment is RESTIC_REPOSITORY/RESTIC_PASSWORD_FILE
+# from the `repository`/`passwordFile` options and RESTIC_CACHE_DIR =
+# /var/cache/restic-backups-<name>; an assertion wants a repository and a password file set.
+# With no paths, command or pruneOpts its unit runs only the check (its ExecStart is
 # backup ++ prune ++ check, each only when configured).
 {
   config,
@@ -29,7 +31,7 @@ let
   resticSettings = {
     RESTIC_REPOSITORY = "sftp:${sshAlias}:${deployment.backup.path}";
     RESTIC_PASSWORD_FILE = "${secrets}/restic-password";
-    # The module's own default for this backup's cache, shared with the check unit.
+    # What the module sets for this backup's units (restic.nix, `environment`): the same cache.
     RESTIC_CACHE_DIR = "/var/cache/restic-backups-site";
   };
   mailmanUnits = import ./mailman-units.nix;
@@ -43,10 +45,11 @@ let
   backupConfig = pkgs.writeText "mailman-site-backup.json" (
     builtins.toJSON {
       inherit paths dumpDir;
-      # A running core's locks; restored, a stale master lock would stop core from starting.
-      # The mailman module's layout puts them in `lock_dir = "$var_dir/lock"` and the pid file
-      # in /run/mailman (nixpkgs nixos/modules/services/mail/mailman.nix, "paths.fhs").
-      exclude = [ "/var/lib/mailman/lock" ];
+      # A running core's locks must not be saved (restored, a stale master lock would stop core
+      # from starting); the mailman module's layout keeps them and the pid file outside the saved
+      # paths (`lock_dir = "/run/mailman/lock"`, `pid_file = "/run/mailman/master.pid"`, nixpkgs
+      # nixos/modules/services/mail/mailman.nix, "paths.fhs"), so nothing is excluded here.
+      exclude = [ ];
       database =
         if deployment.usePostgresql then
           {
@@ -133,7 +136,8 @@ in
   '';
 
   services.restic.backups.site = {
-    settings = resticSettings;
+    repository = resticSettings.RESTIC_REPOSITORY;
+    passwordFile = resticSettings.RESTIC_PASSWORD_FILE;
     runCheck = true;
     # Reads a twentieth of the pack files each week: every pack is re-read within months.
     checkOpts = [ "--read-data-subset=5%" ];
