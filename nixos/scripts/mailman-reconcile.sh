@@ -21,8 +21,8 @@ fi
 
 # The program defers core's Postfix map regeneration while it creates lists (a marker file
 # in core's var_dir, see mailman_deferred_mta.py) and removes the marker before its last
-# creation, which regenerates the maps. A marker found here belongs to a run that died or
-# failed before that: regenerate the maps as core's user, then drop the marker.
+# creation, which regenerates the maps. A marker found here (under the lock below) belongs to a
+# run that died or failed before that: regenerate the maps as core's user, then drop the marker.
 regenerate_if_deferred() {
   if [[ -e $marker ]]; then
     echo "mailman-reconcile: regenerating the Postfix maps (a reconcile left them deferred)"
@@ -30,6 +30,14 @@ regenerate_if_deferred() {
     rm -f -- "$marker"
   fi
 }
+
+# One run at a time: a second one would remove the first one's live marker below (and core on
+# SQLite answers concurrent writes with 500s). Held until this script exits.
+exec 9>"${MAILMAN_RECONCILE_LOCK:-/run/mailman-reconcile.lock}"
+if ! flock -n 9; then
+  echo "mailman-reconcile: another run is in progress; run again when it has finished" >&2
+  exit 3
+fi
 
 # mailman-web's settings create a logs directory in the working directory; this is the one the
 # module's own units use.

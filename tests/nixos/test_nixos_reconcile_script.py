@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -61,6 +62,7 @@ def run(
             "MAILMAN_RECONCILE_MARKER": str(stand_in / "marker"),
             "MAILMAN_RECONCILE_CORE_USER": "nobody",
             "MAILMAN_RECONCILE_WORKDIR": str(stand_in),
+            "MAILMAN_RECONCILE_LOCK": str(stand_in / "lock"),
             "LEAKED": "the caller's environment",
             **env,
         },
@@ -189,3 +191,20 @@ def test_no_marker_no_regeneration(stand_in: Path) -> None:
     result = run(stand_in, stdin="{}")
     assert result.returncode == 0, result.stderr
     assert "mailman aliases" not in result.stdout
+
+
+@needs_root
+def test_a_second_run_is_refused_while_one_runs(stand_in: Path) -> None:
+    # The first run's live marker must survive: the second run stops before touching it.
+    (stand_in / "marker").write_text("999999\n")
+    # Another run holds the lock (flock(2), as flock(1) in the script takes it).
+    with (stand_in / "lock").open("w") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        result = run(stand_in, stdin="{}")
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        "mailman-reconcile: another run is in progress; run again when it has finished"]
+    assert result.stdout == ""
+    assert (stand_in / "marker").exists()
+    # Once it has finished, the next run goes ahead.
+    assert run(stand_in, stdin="{}").returncode == 0
