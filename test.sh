@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every check of this project: lint, type check and all tests.
 # It installs the pinned Python dependencies into .venv itself. System tools the tests need
-# (nix-instantiate, shellcheck, postmap, sassc, actionlint) are installed by .ci/run on CI;
+# (nix-instantiate, shellcheck, postfix, rspamd, restic, ...) are installed by .ci/run on CI;
 # locally, missing ones make their tests skip -- except under CI=true, where they fail.
 set -euo pipefail
 cd "$(dirname "$0")"
