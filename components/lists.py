@@ -36,8 +36,6 @@ class ListsError(ValueError):
 
 STYLES = rules.STYLES
 DEFAULT_STYLE = rules.DEFAULT_STYLE
-SUBADDRESS_NAMES = rules.SUBADDRESS_NAMES
-SETTINGS = rules.SETTINGS
 _ENTRY_KEYS = ("address", "absent", "style", "owners", "moderators", rules.ONE_CLICK)
 
 

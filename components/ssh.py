@@ -29,7 +29,6 @@ BACKOFF_CEILING_SECONDS = 5
 class DialBudget:
     """How many failed dials a command accepts before it fails."""
 
-    name: str
     dial_error_limit: int
 
     def bounds_minutes(self) -> tuple[float, float]:
@@ -41,15 +40,15 @@ class DialBudget:
 
 # Every command on a running host: an SSH problem fails the update within minutes
 # (~2.5 to ~7.5 minutes; a resized server's boot, ~1 minute to sshd, fits).
-RUNNING_HOST = DialBudget("running host", 30)
+RUNNING_HOST = DialBudget(30)
 # The first connection to a brand-new Debian server (the install): cloud-init installs the host
 # key before sshd first starts, ~1 minute after the server is created (~5 to ~15 minutes).
-FIRST_BOOT = DialBudget("first boot", 60)
+FIRST_BOOT = DialBudget(60)
 # Only across a reboot: `nixos-ready` (the reboot into the installed NixOS) and `switch-verify`
 # (a switch that needed a reboot) (~10 to ~30 minutes).
-ACROSS_REBOOT = DialBudget("across a reboot", 120)
+ACROSS_REBOOT = DialBudget(120)
 # Releasing the volume of a host that may be gone (often why it is replaced): a few dials.
-HOST_MAY_BE_GONE = DialBudget("host may be gone", 3)
+HOST_MAY_BE_GONE = DialBudget(3)
 
 
 def with_budget(

@@ -271,10 +271,6 @@ class Tally:
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.created or self.updated or self.deleted)
-
     def line(self, kind: str, *, deletions: bool = False) -> str:
         text = f"{kind}: {self.created} created, {self.updated} updated, {self.unchanged} unchanged"
         return f"{text}, {self.deleted} deleted" if deletions else text

@@ -138,7 +138,7 @@ def _pg_tool(database: dict[str, Any], tool: str) -> str:
     return str(Path(bin_dir) / tool) if bin_dir else tool
 
 
-def _replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def _replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
     """Write `target` through a temp file in its directory, renamed only when complete."""
     partial = target.with_name(f".{target.name}.partial")
     write(partial)
@@ -313,9 +313,7 @@ def _write_status(config: Config, snapshot: str) -> None:
     status = {"lastSuccess": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "snapshot": snapshot}
     config.status_file.parent.mkdir(parents=True, exist_ok=True)
-    partial = config.status_file.with_name(config.status_file.name + ".partial")
-    partial.write_text(json.dumps(status) + "\n")
-    partial.replace(config.status_file)
+    _replace_atomically(config.status_file, lambda path: path.write_text(json.dumps(status) + "\n"))
 
 
 # --- restore -------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ QUEUE_WARN_MESSAGES = 100
 QUEUE_WARN_AGE = datetime.timedelta(hours=6)  # Postfix retries deferred mail for 5 days
 DISK_WARN_PERCENT = 80
 DISK_FAIL_PERCENT = 90
+# The certificates are read from this host's own nginx, asked for each name (SNI).
+LOCALHOST = "127.0.0.1"
 TIMEOUT_SECONDS = 10.0
 HEALTH_TIMEOUT_SECONDS = 180.0
 
@@ -199,12 +201,12 @@ def _health_finding(name: str, lines: list[tuple[str, str]]) -> Finding:
 
 
 def check_certificates(
-    names: Iterable[str], port: int, *, connect_to: str = "127.0.0.1", now: datetime.datetime
+    names: Iterable[str], port: int, *, now: datetime.datetime
 ) -> list[Finding]:
-    return [_certificate(name, port, connect_to, now) for name in names]
+    return [_certificate(name, port, now) for name in names]
 
 
-def _certificate(name: str, port: int, connect_to: str, now: datetime.datetime) -> Finding:
+def _certificate(name: str, port: int, now: datetime.datetime) -> Finding:
     hint = (
         f"ACME renews 30 days before expiry: journalctl -u acme-order-renew-{name}; "
         f"systemctl start acme-order-renew-{name}"
@@ -216,12 +218,12 @@ def _certificate(name: str, port: int, connect_to: str, now: datetime.datetime) 
     context.verify_mode = ssl.CERT_NONE
     try:
         with (
-            socket.create_connection((connect_to, port), timeout=TIMEOUT_SECONDS) as raw,
+            socket.create_connection((LOCALHOST, port), timeout=TIMEOUT_SECONDS) as raw,
             context.wrap_socket(raw, server_hostname=name) as tls,
         ):
             der = tls.getpeercert(binary_form=True)
     except OSError as error:
-        return Finding("certificate", name, FAIL, f"no TLS on {connect_to}:{port}: {error}", hint)
+        return Finding("certificate", name, FAIL, f"no TLS on {LOCALHOST}:{port}: {error}", hint)
     if der is None:
         return Finding("certificate", name, FAIL, "the server sent no certificate", hint)
     try:

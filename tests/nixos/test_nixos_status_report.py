@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import dns.resolver
 import pytest
@@ -44,6 +45,7 @@ from tests.tools.conftest import (
 )
 
 PROGRAM = NIXOS / "mailman_status_report.py"
+BACKUP_PROGRAM = NIXOS / "mailman_site_backup.py"
 _spec = importlib.util.spec_from_file_location("mailman_status_report", PROGRAM)
 assert _spec is not None and _spec.loader is not None
 status = importlib.util.module_from_spec(_spec)
@@ -236,6 +238,20 @@ def test_backup_age_is_judged_from_the_timestamp_file(tmp_path, text, level):
     assert finding.level == level
     if level == "FAIL":
         assert "backup" in finding.hint
+
+
+def test_reads_the_status_file_the_backup_program_writes(tmp_path):
+    """The writer (nixos/mailman_site_backup.py) and this reader agree on the format."""
+    spec = importlib.util.spec_from_file_location("mailman_site_backup", BACKUP_PROGRAM)
+    assert spec is not None and spec.loader is not None
+    backup = importlib.util.module_from_spec(spec)
+    sys.modules["mailman_site_backup"] = backup  # its dataclasses look their module up
+    spec.loader.exec_module(backup)
+    path = tmp_path / "backup-status.json"
+    backup._write_status(SimpleNamespace(status_file=path), "0a1b2c3d")
+    finding = status.check_backup(path, now=datetime.datetime.now(datetime.UTC))
+    assert finding.level == "ok", finding
+    assert "0 h ago" in finding.detail
 
 
 def test_no_backup_yet_fails(tmp_path):
