@@ -302,7 +302,7 @@ class Host(pulumi.ComponentResource):
 
         self.volume = hcloud.Volume(
             f"{name}-data",
-            name=f"{prefix}-data",
+            name=settings.volume_name,
             size=settings.volume_size,
             location=settings.location,
             format="ext4",

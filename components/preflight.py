@@ -218,7 +218,7 @@ def check_volume_size(settings: Settings) -> None:
         "checkable against the stack's volume",
     )
     for volume in volumes:
-        if volume.name == f"{settings.resource_prefix}-data" and volume.size > settings.volume_size:
+        if volume.name == settings.volume_name and volume.size > settings.volume_size:
             fail(
                 "volumeSize",
                 settings.volume_size,

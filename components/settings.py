@@ -313,6 +313,11 @@ class Settings:
         """Hetzner names are unique per Hetzner project, so they carry the stack name."""
         return f"{self.project}-{_label_value(self.stack)}"
 
+    @property
+    def volume_name(self) -> str:
+        """The data volume's Hetzner name (preflight finds the existing volume by it)."""
+        return f"{self.resource_prefix}-data"
+
 
 def _label_value(text: str) -> str:
     # Hetzner label values: up to 63 of [A-Za-z0-9._-], alphanumeric at both ends.

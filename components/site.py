@@ -179,9 +179,9 @@ class MailmanSite(pulumi.ComponentResource):
             connection=self.host.connection,
             server_id=self.host.server.id,
             server_type=self.host.server.server_type,
-            # After a resize, only once the server is powered on again (it is already, through
-            # the deploy chain; said here because this check is what proves the site is back).
-            depends_on=[self.reconcile.run, *filter(None, [self.host.power_on])],
+            # After a resize the server is powered on before this through the deploy chain
+            # (nixos-install depends on the power-on, everything else on that).
+            depends_on=[self.reconcile.run],
             opts=child,
         )
 

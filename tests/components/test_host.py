@@ -497,10 +497,9 @@ def test_the_power_on_tool_is_in_the_project_directory():
 def test_everything_that_connects_to_the_host_waits_for_the_power_on():
     run = _resize_run()
     power_on = run.one(LOCAL, POWER_ON)
-    health = run.one(COMMAND, "mailman-health-check")
-    assert power_on.urn in health.depends_on
     others = [c for c in run.of_type(COMMAND) if c.name != "mailman-host-resize-stop"]
     assert len(others) > 5
+    assert "mailman-health-check" in [c.name for c in others]  # what proves the site is back
     late = [c.name for c in others if not _depends_on_transitively(run, c, power_on)]
     assert late == []
     # ... and it waits for the resize, which waits for the services to stop: no cycle.
