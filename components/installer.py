@@ -14,12 +14,13 @@ patch (components/installer/*.patch) is applied, and the result is checked again
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from components.nixpkgs_pin import BRANCH
 
 # nixos-infect: https://github.com/elitak/nixos-infect at this commit; the SHA-256 is of the
 # `nixos-infect` file at that commit. PROVIDER and NIX_CHANNEL are passed explicitly.
@@ -62,7 +63,6 @@ PROGRESS_SECONDS = 60  # NATs drop silent flows; the operator sees the install m
 TAIL_LINES = 60
 REBOOT_DELAY_SECONDS = 5
 
-_RELEASE = re.compile(r"^nixos-[0-9]{2}\.(05|11)$")
 
 
 def user_data(host_private_key: str, host_public_key: str) -> str:
@@ -238,7 +238,8 @@ def install_script(
     it fails, and 0 with the reboot scheduled a few seconds later when it succeeded. Contains no
     secret.
     """
-    if not _RELEASE.fullmatch(nixos_release):
+    # It goes into the script's text: only a release name (nixpkgs_pin.BRANCH) may.
+    if not BRANCH.fullmatch(nixos_release):
         raise ValueError(f"nixos_release: {nixos_release!r} is not nixos-YY.05 or nixos-YY.11")
     status = f"{INSTALL_DIR}/status"
     return "\n".join(

@@ -243,7 +243,6 @@ _SERVER_TYPE = re.compile(r"^(cx|cpx|cax|ccx)[0-9]{2}$")
 LOCATIONS = ("fsn1", "nbg1", "hel1", "ash", "hil", "sin")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _FQDN = re.compile(rf"^(?=.{{1,253}}$)(?:{_LABEL}\.)+[a-z]{{2,63}}$")
-_NIXOS_RELEASE = re.compile(r"^nixos-[0-9]{2}\.(05|11)$")
 _DJANGO_USERNAME = re.compile(r"^[A-Za-z0-9@.+_-]{1,150}$")
 _PROVIDER_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _SSH_KEY_TYPES = (
@@ -653,7 +652,7 @@ def _machine(reader: _Reader) -> dict[str, Any]:
     if location not in LOCATIONS:
         fail("location", location, f"a Hetzner location ({', '.join(LOCATIONS)})")
     nixos_release = reader.string("nixosRelease").strip()
-    if not _NIXOS_RELEASE.match(nixos_release):
+    if not nixpkgs_pin.BRANCH.match(nixos_release):
         fail("nixosRelease", nixos_release, "a NixOS release channel (nixos-26.05)")
     pin = _pinned_nixpkgs(nixos_release)
     volume = reader.string("volumeSize").strip()
