@@ -43,6 +43,8 @@ VOLUME_MOUNT_POINT = "/srv/mailman-site"
 # commandOutputs.go lines 73-79), with the provider's environment plus `environment` appended
 # (lines 81-86; Go's os/exec uses the last value of a duplicated variable).
 POWER_ON_TOOL = "tools/hetzner_power_on.py"
+# The tool's own error lines start so (tools/hetzner_power_on.py ERROR_PREFIX; a test checks).
+POWER_ON_ERROR_PREFIX = "hetzner_power_on: "
 
 
 @dataclass(frozen=True)
@@ -502,7 +504,9 @@ class Host(pulumi.ComponentResource):
             f"{name}-resize-power-on",
             # Its environment holds the token: on failure one fixed line, details to the journal.
             create=self.server.id.apply(
-                lambda server_id: guarded(power_on_command(server_id), POWER_ON_FAILED)
+                lambda server_id: guarded(
+                    power_on_command(server_id), POWER_ON_FAILED, POWER_ON_ERROR_PREFIX
+                )
             ),
             environment=hetzner_api_environment(),
             add_previous_output_in_env=False,

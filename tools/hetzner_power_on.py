@@ -47,6 +47,9 @@ HTTP_TIMEOUT_SECONDS = 30.0
 # What can go into an HTTP header; anything else would make urllib raise with the header value
 # (the token) in its message.
 _TOKEN_FORM = re.compile(r"^[\x21-\x7e]+$")
+# Starts the tool's own error line: the deploy's secret guard passes lines with this prefix on
+# (components/host.py, `public_prefix`), as they never hold the token.
+ERROR_PREFIX = "hetzner_power_on: "
 RECOVERY = (
     "power the server on in the Hetzner Cloud Console (or `hcloud server poweron {id}`), then run "
     "`pulumi up` again"
@@ -182,7 +185,7 @@ def main(
         power_on(api, server_id, timeout=timeout, poll=poll)
     except PowerOnError as error:
         line = str(error).replace(token, "<token>") if token else str(error)
-        print(f"{line}; {RECOVERY.format(id=server_id)}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{line}; {RECOVERY.format(id=server_id)}", file=sys.stderr)
         return 1
     return 0
 

@@ -13,6 +13,7 @@ import yaml
 
 from components.guard import guarded
 from components.host import (
+    POWER_ON_ERROR_PREFIX,
     POWER_ON_FAILED,
     POWER_ON_TOOL,
     VOLUME_MOUNT_POINT,
@@ -484,7 +485,9 @@ def test_a_resize_powers_the_server_on_again_after_the_update():
     assert server.urn in power_on.depends_on
     assert power_on_command(server.id) == f"python3 {POWER_ON_TOOL} {int(server.id)}"
     # Its environment holds the token: run under the guard (test_secret_failure_paths.py).
-    assert power_on.inputs["create"] == guarded(power_on_command(server.id), POWER_ON_FAILED)
+    assert power_on.inputs["create"] == guarded(
+        power_on_command(server.id), POWER_ON_FAILED, POWER_ON_ERROR_PREFIX
+    )
     assert power_on.inputs["triggers"] == [server.id, "cx33"]
     assert power_on.inputs["addPreviousOutputInEnv"] is False
     assert "dir" not in power_on.inputs  # the project directory: tools/ is found from there

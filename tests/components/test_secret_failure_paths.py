@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from components.guard import GUARD_TAG, guarded
+from components.host import POWER_ON_ERROR_PREFIX
 from components.nixos import write_file_command
 from tests.components.test_deploy_chain import COMMAND, deploy, run  # noqa: F401 (fixtures)
 from tests.components.test_host import LOCAL, POWER_ON, TOKEN, _resize_run
+from tools.hetzner_power_on import ERROR_PREFIX
 
 # The first external program each kind of body runs: the secret writers (write_file_command)
 # start with mkdir, the reconcile is the host's mailman-reconcile wrapper.
@@ -193,3 +195,40 @@ def test_every_command_holding_a_secret_runs_under_the_guard(run):  # noqa: F811
     assert len(holding) == len(EXPECTED) * 2 + 1
     for resource in holding:
         assert "guarded_body() {" in resource.inputs["create"], resource.name
+
+
+def test_the_power_on_tools_own_error_line_passes_the_guard_but_no_token(tmp_path):
+    """The tool's one line (ERROR_PREFIX, token masked) is what the operator needs to read."""
+    assert POWER_ON_ERROR_PREFIX == ERROR_PREFIX
+    program = _resize_run({"hcloud:token": TOKEN}, {"hcloud:token"})
+    power_on = program.one(LOCAL, POWER_ON)
+    own_line = f"{ERROR_PREFIX}GET /servers/1: HTTP 401: unable to authenticate (unauthorized)"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(
+        f'#!/bin/sh\necho "token=$HCLOUD_TOKEN" >&2\necho "{own_line}" >&2\nexit 1\n'
+    )
+    (bin_dir / "python3").chmod(0o755)
+    (bin_dir / "systemd-cat").write_text(f'#!/bin/sh\ncat >>"{tmp_path}/journal"\n')
+    (bin_dir / "systemd-cat").chmod(0o755)
+    (tmp_path / "tmp").mkdir()
+    env = {
+        **os.environ,
+        **power_on.inputs["environment"],
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "TMPDIR": str(tmp_path / "tmp"),
+    }
+
+    result = subprocess.run(
+        ["/bin/sh", "-c", power_on.inputs["create"]],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+
+    assert result.returncode == 1
+    assert TOKEN not in result.stdout + result.stderr
+    fixed, shown = result.stderr.splitlines()
+    assert "powering the server on failed" in fixed
+    assert shown == own_line

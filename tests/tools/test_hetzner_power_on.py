@@ -166,7 +166,8 @@ def test_a_failed_action_is_one_line_with_hetzners_message(hetzner, capsys):
     assert code == 1
     assert err.count("\n") == 1
     assert err.startswith(
-        f"power-on of server {SERVER_ID} failed: host unavailable (server_error, action "
+        f"hetzner_power_on: power-on of server {SERVER_ID} failed: host unavailable "
+        f"(server_error, action "
         f"{ACTION_ID}); power the server on in the Hetzner Cloud Console"
     )
     assert "`pulumi up` again" in err
@@ -195,7 +196,7 @@ def test_an_action_that_never_finishes_times_out(hetzner, capsys):
 def test_no_token_is_one_line_and_no_request(hetzner, capsys):
     code, _, err = run(hetzner, capsys, token="")
     assert code == 1
-    assert err.startswith("HCLOUD_TOKEN is not set: set the stack's hcloud:token")
+    assert err.startswith("hetzner_power_on: HCLOUD_TOKEN is not set: set the stack's hcloud:token")
     assert hetzner.requests == []
 
 
@@ -205,7 +206,7 @@ def test_a_token_that_cannot_be_a_header_is_refused_without_printing_it(hetzner,
     code, out, err = run(hetzner, capsys, token=bad)
     assert code == 1
     assert "secret-part" not in out + err
-    assert err.startswith("HCLOUD_TOKEN has characters an API token cannot have")
+    assert err.startswith("hetzner_power_on: HCLOUD_TOKEN has characters an API token cannot have")
     assert hetzner.requests == []
 
 
@@ -214,7 +215,7 @@ def test_an_unreachable_api_is_one_line(capsys):
     code = hetzner_power_on.main([str(SERVER_ID)], env)
     _, err = capsys.readouterr()
     assert code == 1
-    assert err.startswith("cannot reach the Hetzner API at http://127.0.0.1:9/v1")
+    assert err.startswith("hetzner_power_on: cannot reach the Hetzner API at http://127.0.0.1:9/v1")
     assert err.count("\n") == 1
     assert TOKEN not in err
 
