@@ -56,6 +56,13 @@ PATH_PREFIX = "/one-click/"
 # that turn one-click off into the switches file, as {"off": [list addresses]}.
 OUTGOING = "mailman_one_click_mta.deliver"
 SETTINGS_FILE = "mailman-one-click.json"
+
+
+def switches_path(settings_text: str) -> Path:
+    """The switches file a SETTINGS_FILE's text names (raises ValueError/KeyError/TypeError)."""
+    return Path(json.loads(settings_text)["switches_file"])
+
+
 # A form-urlencoded body is 26 bytes, a browser's or mail provider's multipart one ~200.
 MAX_BODY = 1024
 # systemd credentials (LoadCredential=) of the units that sign or verify: never argv or the store.

@@ -89,10 +89,11 @@ class Settings:
     """SETTINGS_FILE: {"base_url": ..., "key_file": ..., "switches_file": ...}."""
 
     def __init__(self, path: Path) -> None:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
         self.base_url = str(data["base_url"])
         self.key = one_click.read_key(Path(data["key_file"]))
-        self.switches_file = Path(data["switches_file"])
+        self.switches_file = one_click.switches_path(text)
 
     @classmethod
     def load(cls) -> Settings | None:

@@ -888,7 +888,7 @@ def write_one_click_switches(state: DesiredState, core: Core, outcome: Outcome) 
     settings_file = _core_path(core, "etc_dir") / one_click.SETTINGS_FILE
     off = [e.address for e in state.lists if not e.absent and not e.one_click_unsubscribe]
     try:
-        target = Path(json.loads(settings_file.read_text(encoding="utf-8"))["switches_file"])
+        target = one_click.switches_path(settings_file.read_text(encoding="utf-8"))
         text = one_click.switches_text(off)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             partial = target.with_name(f".{target.name}.{os.getpid()}")

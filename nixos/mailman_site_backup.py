@@ -89,6 +89,12 @@ class Config:
         except (KeyError, TypeError, ValueError) as error:
             raise BackupError(f"{path}: missing or bad key {error}") from None
 
+    def __post_init__(self) -> None:
+        # Checked once here; backup, restore and the excludes then read only these two kinds.
+        if self.database.get("kind") not in ("postgresql", "sqlite"):
+            raise BackupError(
+                f"database.kind: {self.database.get('kind')!r} is not postgresql or sqlite")
+
 
 def log(message: str) -> None:
     print(f"mailman-site-backup: {message}", flush=True)
@@ -148,15 +154,12 @@ def _replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
 def dump_databases(config: Config) -> None:
     config.dump_dir.mkdir(parents=True, exist_ok=True)
     config.dump_dir.chmod(0o700)
-    kind = config.database["kind"]
-    if kind == "postgresql":
+    if config.database["kind"] == "postgresql":
         for entry in config.database["databases"]:
             _dump_postgresql(config, entry["name"])
-    elif kind == "sqlite":
+    else:
         for index, file in enumerate(config.database["files"]):
             _dump_sqlite(Path(file), config.dump_dir / _sqlite_dump_name(index, file))
-    else:
-        raise BackupError(f"database.kind: {kind!r} is not postgresql or sqlite")
 
 
 def _dump_postgresql(config: Config, name: str) -> None:

@@ -182,6 +182,17 @@ def test_missing_database_file_is_one_line(site):
         f"mailman-site-backup: {site.core_db}: the SQLite database does not exist")
 
 
+@pytest.mark.parametrize("command", [(), ("restore",)])
+def test_an_unknown_database_kind_is_refused_before_anything_runs(site, command):
+    site.write_config(database={"kind": "mysql"})
+    done = site.run(*command)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "mailman-site-backup: database.kind: 'mysql' is not postgresql or sqlite"]
+    assert not (site.root / "repository").exists()  # nothing created, nothing dumped
+    assert not (site.root / "dumps").exists()
+
+
 @pytest.mark.parametrize("args", [["restore", "a", "b"], ["frobnicate"]])
 def test_bad_usage_is_one_line(site, args):
     done = site.run(*args)
