@@ -86,7 +86,11 @@ class OffsiteBackup(pulumi.ComponentResource):
 
         self.storage_box = hcloud.StorageBox(
             f"{name}-storage-box",
-            name=f"{settings.resource_prefix}-backup",
+            # Hetzner names are unique per project (the provider imports a box by name,
+            # internal/storagebox/resource.go ImportState: GetByName), and the name is updatable
+            # in place (Update, line 522). With the location in it, a `backupLocation` change
+            # creates the new box before the engine deletes the old one, as it does by default.
+            name=f"{settings.resource_prefix}-backup-{settings.backup_location}",
             storage_box_type=settings.backup_box_type,
             location=settings.backup_location,
             # `password` is Sensitive (resource.go line 111) and `result` a secret output of

@@ -33,7 +33,7 @@ def test_the_box_is_reachable_by_ssh_with_the_stack_key_only(base_run):
 
 def test_the_box_has_a_stack_unique_name_and_the_stack_labels(base_run):
     box = base_run.one(BOX)
-    assert box.inputs["name"] == "mailman-test-backup"
+    assert box.inputs["name"] == "mailman-test-backup-fsn1"
     assert box.inputs["labels"] == {"project": "mailman", "stack": "test"}
 
 
