@@ -21,7 +21,7 @@ import pulumi_tls as tls
 
 from components import installer
 from components.guard import guarded
-from components.installer import INSTALL_LOG
+from components.installer import INSTALL_LOG, remove_old_root
 from components.preflight import PreflightFacts
 from components.settings import INSTALL_IMAGE, Settings
 from components.ssh import (
@@ -81,29 +81,6 @@ def host_ipv6_address(network: str) -> str:
     """The host address inside the primary IPv6 /64: `<prefix>::1`, as Hetzner configures it."""
     prefix = ipaddress.IPv6Network(network, strict=False)
     return str(prefix.network_address + 1)
-
-
-# Where NixOS's first boot after nixos-infect moved Debian's root (NIXOS_LUSTRATE: nixpkgs
-# nixos/modules/system/boot/stage-1-init.sh, the lustrate block, moves every top-level entry but
-# /nix and /boot into /old-root). It holds cloud-init's copy of the user_data -- the SSH host
-# private key -- and nothing NixOS uses.
-OLD_ROOT = "/old-root"
-
-
-def remove_old_root(path: str = OLD_ROOT) -> list[str]:
-    """Shell lines that delete Debian's leftover root, on its own file system only.
-
-    The user_data itself stays with Hetzner's metadata service, which nixos/hetzner.nix blocks
-    for every local process (the table `mailman-site-metadata` stays for that reason).
-    """
-    quoted = shlex.quote(path)
-    return [
-        f"if [ -d {quoted} ]; then",
-        f"  rm -rf --one-file-system -- {quoted}",
-        f"  echo \"removed {path} (Debian's root left by the installer, with a copy of the"
-        ' SSH host key)"',
-        "fi",
-    ]
 
 
 def nixos_ready_script(ipv4: str = "<ipv4>") -> str:

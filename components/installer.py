@@ -275,3 +275,26 @@ def install_script(
             "schedule_reboot",
         ]
     )
+
+
+# Where NixOS's first boot after nixos-infect moved Debian's root (NIXOS_LUSTRATE: nixpkgs
+# nixos/modules/system/boot/stage-1-init.sh, the lustrate block, moves every top-level entry but
+# /nix and /boot into /old-root). It holds cloud-init's copy of the user_data -- the SSH host
+# private key -- and nothing NixOS uses.
+OLD_ROOT = "/old-root"
+
+
+def remove_old_root(path: str = OLD_ROOT) -> list[str]:
+    """Shell lines that delete Debian's leftover root, on its own file system only.
+
+    The user_data itself stays with Hetzner's metadata service, which nixos/hetzner.nix blocks
+    for every local process (the table `mailman-site-metadata` stays for that reason).
+    """
+    quoted = shlex.quote(path)
+    return [
+        f"if [ -d {quoted} ]; then",
+        f"  rm -rf --one-file-system -- {quoted}",
+        f"  echo \"removed {path} (Debian's root left by the installer, with a copy of the"
+        ' SSH host key)"',
+        "fi",
+    ]

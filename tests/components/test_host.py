@@ -19,12 +19,11 @@ from components.host import (
     VOLUME_MOUNT_POINT,
     nixos_ready_script,
     power_on_command,
-    remove_old_root,
     resize_stop_script,
     volume_grow_script,
     volume_release_script,
 )
-from components.installer import INSTALL_LOG, install_script
+from components.installer import INSTALL_LOG, install_script, remove_old_root
 from components.ssh import ACROSS_REBOOT, FIRST_BOOT, HOST_MAY_BE_GONE, RUNNING_HOST
 from tests.components.conftest import BASE
 from tests.harness import (
