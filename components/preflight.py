@@ -12,7 +12,6 @@ Only the SSH agent check is a warning there: a preview runs no remote command.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -24,7 +23,7 @@ from typing import TypeVar
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.settings import NAMESPACE, Settings, fail
+from components.settings import NAMESPACE, Settings, fail, not_expected, shown
 
 T = TypeVar("T")
 
@@ -86,9 +85,8 @@ def _lookup(call: Callable[[], T], key: str, value: str, expected: str) -> T:
         # line 98): "Resource (<what>) was not found: ...".
         if "was not found" in line:
             fail(key, value, f"{expected} (Hetzner: {line})")
-        shown = json.dumps(value)
         raise pulumi.RunError(
-            f"{NAMESPACE}:{key}: {shown} could not be checked with Hetzner: {line}"
+            f"{NAMESPACE}:{key}: {shown(value)} could not be checked with Hetzner: {line}"
         ) from None
 
 
@@ -126,8 +124,7 @@ def check_server_type(settings: Settings, running: str | None = None) -> ServerT
 
 
 def _warn(key: str, value: object, expected: str) -> None:
-    shown = json.dumps(value)
-    pulumi.log.warn(f"{NAMESPACE}:{key}: {shown} is not {expected}; the running server keeps it")
+    pulumi.log.warn(f"{not_expected(key, value, expected)}; the running server keeps it")
 
 
 def check_location(settings: Settings) -> None:

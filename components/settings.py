@@ -324,15 +324,23 @@ def _label_value(text: str) -> str:
     return cleaned or "stack"
 
 
+def shown(value: object, *, secret: bool = False) -> str:
+    """A setting's value as the one-line messages show it (never a secret)."""
+    if secret:
+        return "[secret]"
+    if value is None:
+        return "(unset)"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def not_expected(key: str, value: object, expected: str, *, secret: bool = False) -> str:
+    """The one-line message for a setting that is not what it must be."""
+    return f"{NAMESPACE}:{key}: {shown(value, secret=secret)} is not {expected}"
+
+
 def fail(key: str, value: object, expected: str, *, secret: bool = False) -> NoReturn:
     """Stop the program with the one-line message for a bad setting."""
-    if secret:
-        shown = "[secret]"
-    elif value is None:
-        shown = "(unset)"
-    else:
-        shown = json.dumps(value, ensure_ascii=False)
-    raise pulumi.RunError(f"{NAMESPACE}:{key}: {shown} is not {expected}")
+    raise pulumi.RunError(not_expected(key, value, expected, secret=secret))
 
 
 def _engine_config() -> tuple[frozenset[str], frozenset[str]]:
