@@ -147,9 +147,9 @@ def test_a_secret_writer_still_writes_through_the_guard(tmp_path):
     assert oct(target.stat().st_mode & 0o777) == "0o600"
 
 
-def test_the_local_power_on_command_never_prints_the_token_it_holds(tmp_path):
-    """The resize power-on runs on this machine with HCLOUD_TOKEN in its (secret) environment;
-    pulumi-command runs a local command with /bin/sh -c."""
+def _run_power_on(tmp_path: Path, stand_in: str) -> subprocess.CompletedProcess[str]:
+    """The registered resize power-on, run as pulumi-command runs a local command (/bin/sh -c,
+    its secret environment), with `stand_in` as the body of the python3 it calls."""
     program = _resize_run({"hcloud:token": TOKEN}, {"hcloud:token"})
     power_on = program.one(LOCAL, POWER_ON)
     assert power_on.is_secret("environment")
@@ -157,7 +157,7 @@ def test_the_local_power_on_command_never_prints_the_token_it_holds(tmp_path):
     assert environment["HCLOUD_TOKEN"] == TOKEN
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python3").write_text('#!/bin/sh\necho "token=$HCLOUD_TOKEN" >&2\nexit 1\n')
+    (bin_dir / "python3").write_text(f"#!/bin/sh\n{stand_in}\n")
     (bin_dir / "python3").chmod(0o755)
     (bin_dir / "systemd-cat").write_text(f'#!/bin/sh\ncat >>"{tmp_path}/journal"\n')
     (bin_dir / "systemd-cat").chmod(0o755)
@@ -168,14 +168,18 @@ def test_the_local_power_on_command_never_prints_the_token_it_holds(tmp_path):
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "TMPDIR": str(tmp_path / "tmp"),
     }
-
-    result = subprocess.run(
+    return subprocess.run(
         ["/bin/sh", "-c", power_on.inputs["create"]],
         capture_output=True,
         text=True,
         check=False,
         env=env,
     )
+
+
+def test_the_local_power_on_command_never_prints_the_token_it_holds(tmp_path):
+    """The resize power-on runs on this machine with HCLOUD_TOKEN in its (secret) environment."""
+    result = _run_power_on(tmp_path, 'echo "token=$HCLOUD_TOKEN" >&2\nexit 1')
 
     assert result.returncode == 1
     assert TOKEN not in result.stdout + result.stderr
@@ -200,31 +204,9 @@ def test_every_command_holding_a_secret_runs_under_the_guard(run):  # noqa: F811
 def test_the_power_on_tools_own_error_line_passes_the_guard_but_no_token(tmp_path):
     """The tool's one line (ERROR_PREFIX, token masked) is what the operator needs to read."""
     assert POWER_ON_ERROR_PREFIX == ERROR_PREFIX
-    program = _resize_run({"hcloud:token": TOKEN}, {"hcloud:token"})
-    power_on = program.one(LOCAL, POWER_ON)
     own_line = f"{ERROR_PREFIX}GET /servers/1: HTTP 401: unable to authenticate (unauthorized)"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").write_text(
-        f'#!/bin/sh\necho "token=$HCLOUD_TOKEN" >&2\necho "{own_line}" >&2\nexit 1\n'
-    )
-    (bin_dir / "python3").chmod(0o755)
-    (bin_dir / "systemd-cat").write_text(f'#!/bin/sh\ncat >>"{tmp_path}/journal"\n')
-    (bin_dir / "systemd-cat").chmod(0o755)
-    (tmp_path / "tmp").mkdir()
-    env = {
-        **os.environ,
-        **power_on.inputs["environment"],
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "TMPDIR": str(tmp_path / "tmp"),
-    }
-
-    result = subprocess.run(
-        ["/bin/sh", "-c", power_on.inputs["create"]],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
+    result = _run_power_on(
+        tmp_path, f'echo "token=$HCLOUD_TOKEN" >&2\necho "{own_line}" >&2\nexit 1'
     )
 
     assert result.returncode == 1
